@@ -1,0 +1,111 @@
+"""The app factory (no I/O) and the process-wide services opened in ``cleanup_ctx``."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from gateway import db as gdb
+from gateway.cache import SessionCache
+from gateway.config import Config, ConfigError, load_config
+from gateway.config_diff import diff_configs
+from gateway.handlers import load_handlers
+from gateway.pipeline import SERVICES, dispatch, envelope
+from gateway.settings import Settings
+from policies import ratelimit
+from policies.auth import METHODS
+
+log = structlog.get_logger("gateway.app")
+
+
+def read_config(settings: Settings) -> Config:
+    """Load both YAML files against the code's handlers and auth methods (raises ConfigError)."""
+    return load_config(settings.endpoints_file, settings.plans_file, load_handlers(), METHODS.keys())
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: Config
+    pool: asyncpg.Pool = None  # type: ignore[assignment]
+    listener: gdb.Listener | None = None
+    session_cache: SessionCache = None  # type: ignore[assignment]
+    sandboxed: dict[str, str] = field(default_factory=dict)  # service -> why (credentials unset)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def reload_config(self) -> list[str]:
+        """Re-read both files and swap atomically; on any problem keep the old config (raises ConfigError)."""
+        new = read_config(self.settings)
+        changes = diff_configs(self.config, new)
+        self.config = new
+        log.info("config.reloaded", changes=changes)
+        return changes
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "config_reload":
+            if event.get("pid") != os.getpid():
+                try:
+                    self.reload_config()
+                except ConfigError as exc:
+                    log.error("config.reload_failed", problems=[str(p) for p in exc.problems])
+            return
+        self.session_cache.apply(event)
+
+
+async def _purge_loop(services: Services) -> None:
+    """Housekeeping that keeps the shared tables small; safe to run in every process."""
+    while True:
+        await asyncio.sleep(60)
+        try:
+            await ratelimit.purge_expired(services.pool)
+            await services.pool.execute("DELETE FROM sessions WHERE expires_at <= now()")
+        except Exception:  # the database may be away; try again next minute
+            log.warning("housekeeping.failed")
+
+
+def _on_sighup(services: Services) -> None:
+    try:
+        services.reload_config()
+    except ConfigError as exc:
+        log.error("config.reload_failed", problems=[str(p) for p in exc.problems])
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    services: Services = app[SERVICES]
+    settings = services.settings
+    assert settings.database_url, "DATABASE_URL must be resolved before the app starts"
+    services.pool = await gdb.create_pool(settings.database_url)
+    services.listener = gdb.Listener(settings.database_url, services.on_event, lambda: services.session_cache.clear())
+    services.session_cache = SessionCache(settings.session_cache_seconds, lambda: bool(services.listener and services.listener.healthy))
+    services.listener.start()
+    services.background.append(asyncio.create_task(_purge_loop(services), name="housekeeping"))
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, services)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # not the main thread (tests) or no signals on this platform
+    yield
+    try:
+        loop.remove_signal_handler(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass
+    for task in services.background:
+        task.cancel()
+    await asyncio.gather(*services.background, return_exceptions=True)
+    await services.listener.stop()
+    await services.pool.close()
+
+
+def create_app(settings: Settings, config: Config, sandboxed: dict[str, str] | None = None) -> web.Application:
+    app = web.Application(middlewares=[envelope], client_max_size=32 * 1024 * 1024)
+    app[SERVICES] = Services(settings=settings, config=config, sandboxed=dict(sandboxed or {}))
+    app.cleanup_ctx.append(_services_ctx)
+    # One catch-all: routing is data (config.match), so a reload can change it without restart.
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

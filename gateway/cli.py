@@ -1,0 +1,118 @@
+"""``gateway`` command line: serve, check, migrate.
+
+``gateway serve`` is what ``make run`` runs: validate config, start the embedded PostgreSQL when
+DATABASE_URL is unset, apply migrations, serve until Ctrl-C, then stop the database cleanly.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from pathlib import Path
+
+import structlog
+
+from gateway.config import ConfigError
+from gateway.logs import configure_logging
+from gateway.settings import Settings, load_settings
+
+log = structlog.get_logger("gateway.cli")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.app import read_config
+
+    overrides = {}
+    if args.endpoints:
+        overrides["endpoints_file"] = Path(args.endpoints)
+    if args.plans:
+        overrides["plans_file"] = Path(args.plans)
+    settings = load_settings(**overrides)
+    try:
+        config = read_config(settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    gated = sum(1 for r in config.routes if r.feature)
+    print(
+        f"ok: {len(config.routes)} routes ({gated} feature-gated), {len(config.plans.tiers)} tiers, "
+        f"{len(config.plans.features)} features in {settings.endpoints_file.name} and {settings.plans_file.name}"
+    )
+    return 0
+
+
+def resolve_database(settings: Settings):  # noqa: ANN201 - (settings, embedded or None)
+    """Use DATABASE_URL, or start the embedded cluster under the data dir."""
+    if settings.database_url:
+        return settings, None
+    from gateway.embedded_pg import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(settings.data_dir / "postgres", log=lambda msg: log.info("embedded_postgres", detail=msg))
+    dsn = pg.start()
+    log.warning("embedded_postgres.started", data_dir=str(settings.data_dir / "postgres"))
+    return dataclasses.replace(settings, database_url=dsn), pg
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway.db import migrate
+
+    configure_logging(load_settings().log_level)
+    settings, pg = resolve_database(load_settings())
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    finally:
+        if pg:
+            pg.stop()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app import create_app, read_config
+    from gateway.db import migrate
+    from providers.sandbox import apply_sandbox
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    try:
+        config = read_config(settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings, sandboxed = apply_sandbox(settings)
+    settings, pg = resolve_database(settings)
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+        log.info("migrations", applied=applied)
+        app = create_app(settings, config, sandboxed=sandboxed)
+        log.info("gateway.start", settings=settings.describe(), url=f"http://{settings.host}:{settings.port}")
+        web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, handle_signals=True)
+    finally:
+        if pg:
+            pg.stop()
+            log.info("embedded_postgres.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate endpoints.yaml and plans.yaml; print file:line problems")
+    check.add_argument("--endpoints", help="path to an endpoints.yaml (default: the repo's)")
+    check.add_argument("--plans", help="path to a plans.yaml (default: the repo's)")
+    check.set_defaults(fn=_check)
+    sub.add_parser("serve", help="run the gateway (embedded PostgreSQL when DATABASE_URL is unset)").set_defaults(fn=_serve)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(fn=_migrate)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

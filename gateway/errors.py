@@ -1,0 +1,52 @@
+"""The one error shape: ``{"error": "<human message>", "code": "<machine_code>", ...details}``."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_REASONS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raise anywhere below a handler; the pipeline renders it in the one error shape."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _REASONS.get(status, "error")
+        self.headers = headers or {}
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.details}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.body(), status=err.status, headers=err.headers)
+
+
+def not_found(what: str = "Not found") -> ApiError:
+    return ApiError(404, what, "not_found")
+
+
+def redirect(location: str, status: int = 302) -> web.Response:
+    return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})

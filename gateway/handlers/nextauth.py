@@ -1,0 +1,113 @@
+"""NextAuth-compatible session endpoints, so an existing NextAuth front end works unchanged.
+
+NextAuth's client posts ``application/x-www-form-urlencoded`` with a ``csrfToken`` that must match
+the ``next-auth.csrf-token`` cookie (double submit), and with ``json=true`` expects ``{url}`` back
+instead of a redirect. API clients may post JSON instead: a cross-site page cannot send JSON
+without a CORS preflight, so JSON needs no CSRF token.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway import security, sessions
+from gateway.context import Ctx
+from gateway.errors import ApiError, json_response, redirect
+from gateway.handlers import handler
+from gateway.store import users
+
+
+def _is_form(ctx: Ctx) -> bool:
+    return ctx.request.content_type == "application/x-www-form-urlencoded"
+
+
+def _check_csrf(ctx: Ctx) -> None:
+    cookie = ctx.request.cookies.get(ctx.settings.csrf_cookie_name, "")
+    expected = cookie.split("|", 1)[0]
+    if not security.same(ctx.body.get("csrfToken"), expected):
+        raise ApiError(403, "Missing or wrong csrfToken (GET /api/auth/csrf first)", "csrf_mismatch")
+
+
+def _safe_callback(ctx: Ctx, url: str | None, default_path: str) -> str:
+    """Redirect only to our own origin: an open redirect would turn sign-in into phishing."""
+    base = ctx.settings.public_base_url
+    if url:
+        if url.startswith("/") and not url.startswith("//") and "\\" not in url:
+            return base + url
+        parts, ours = urlsplit(url), urlsplit(base)
+        if (parts.scheme, parts.netloc) == (ours.scheme, ours.netloc):
+            return url
+    return base + default_path
+
+
+def _user_json(principal_or_row: dict) -> dict:
+    return {
+        "id": str(principal_or_row["id"]),
+        "name": principal_or_row["name"],
+        "email": principal_or_row["email"],
+        "organizationId": str(principal_or_row["organization_id"]),
+        "role": principal_or_row["role"],
+    }
+
+
+@handler
+async def csrf(ctx: Ctx) -> web.Response:
+    existing = ctx.request.cookies.get(ctx.settings.csrf_cookie_name, "").split("|", 1)[0]
+    token = existing if 20 <= len(existing) <= 100 else security.new_token()
+    resp = json_response({"csrfToken": token})
+    resp.set_cookie(ctx.settings.csrf_cookie_name, f"{token}|{security.token_hash(token).hex()}", path="/",
+                    httponly=True, samesite="Lax", secure=ctx.settings.https)
+    return resp
+
+
+@handler
+async def credentials(ctx: Ctx) -> web.Response:
+    form = _is_form(ctx)
+    if form:
+        _check_csrf(ctx)
+    wants_json_url = form and ctx.body.get("json") == "true"
+    user = await users.by_email(ctx.db, security.normalize_email(ctx.body["email"]))
+    ok = await security.verify_password(user["password_hash"] if user else None, ctx.body["password"])
+    if not ok or user is None:
+        failure = f"{ctx.settings.public_base_url}/login?error=CredentialsSignin"
+        if form and not wants_json_url:
+            return redirect(failure)
+        if wants_json_url:
+            return json_response({"url": failure, "error": "CredentialsSignin"}, status=401)
+        raise ApiError(401, "Wrong email or password", "invalid_credentials")
+    if user["status"] == "SUSPENDED":
+        raise ApiError(403, "This organization is suspended; contact support", "organization_suspended")
+    token, expires = await sessions.start(ctx.db, user["id"], user["organization_id"])
+    if form:
+        target = _safe_callback(ctx, ctx.body.get("callbackUrl"), "/dashboard")
+        resp = json_response({"url": target}) if wants_json_url else redirect(target)
+    else:
+        resp = json_response({"user": _user_json(user), "expires": expires.isoformat()})
+    sessions.set_cookie(resp, ctx.settings, token, expires)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@handler
+async def session(ctx: Ctx) -> web.Response:
+    p = ctx.principal
+    if p.kind != "session":
+        return json_response({}, headers={"Cache-Control": "no-store"})
+    user = {"id": p.user_id, "name": p.name, "email": p.email, "organization_id": p.organization_id, "role": p.role}
+    body = {"user": _user_json(user) | {"mustChangePassword": p.must_change_password},
+            "expires": p.session_expires.isoformat() if p.session_expires else None}
+    return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+@handler
+async def signout(ctx: Ctx) -> web.Response:
+    form = _is_form(ctx)
+    if form:
+        _check_csrf(ctx)
+    if ctx.principal.session_hash is not None:
+        await sessions.end(ctx.db, ctx.services.session_cache, ctx.principal.session_hash)
+    target = _safe_callback(ctx, (ctx.body or {}).get("callbackUrl"), "/")
+    resp = redirect(target) if form and (ctx.body or {}).get("json") != "true" else json_response({"url": target})
+    sessions.clear_cookie(resp, ctx.settings)
+    return resp

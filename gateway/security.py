@@ -1,0 +1,64 @@
+"""Secrets: random tokens, their stored hashes, password hashing, constant-time comparison.
+
+Tokens (sessions, reset and magic links, embed tokens) are 256-bit random values; only their
+SHA-256 is stored, which is enough for values with that much entropy. Passwords use Argon2id
+(argon2-cffi, the reference implementation's bindings) in a worker thread so that a slow KDF
+does not stall the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import unicodedata
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+# Argon2id, RFC 9106 "second recommended option" memory (64 MiB), 3 passes.
+_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1)
+# Verified when the account does not exist, so a wrong email costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
+
+
+def use_cheap_kdf_for_tests() -> None:
+    """Tests create hundreds of accounts; each stored hash records its own parameters, so a
+    cheaper setting changes speed only, never what is checked."""
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    _DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
+
+
+def new_token(prefix: str = "") -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def same(a: str | None, b: str | None) -> bool:
+    """Constant-time string equality; False when either side is missing."""
+    if not a or not b:
+        return False
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def normalize_email(email: str) -> str:
+    # NFKC folds compatibility forms (full-width letters...), casefold is Unicode-aware lower().
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(stored_hash: str | None, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)

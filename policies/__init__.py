@@ -1,0 +1,1 @@
+"""Interpreters of the declarative config: auth methods, feature gates, CORS, rate limits, validation."""

@@ -1,0 +1,130 @@
+"""Auth methods by name, as endpoints.yaml refers to them.
+
+Each method turns a request into a Principal or refuses it. A method whose secret is not
+configured refuses every request (fail closed). Secrets are compared in constant time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from gateway import security
+from gateway.context import ANONYMOUS, Ctx, Principal
+from gateway.errors import ApiError
+from gateway.store import embed_tokens as embed_store
+from gateway.store import sessions as session_store
+
+
+@dataclass(frozen=True)
+class CachedSession:
+    principal: Principal
+    plan: str | None
+    status: str
+    session_expires_ts: float
+
+
+def session_token(ctx: Ctx) -> str | None:
+    return ctx.request.cookies.get(ctx.settings.session_cookie_name) or None
+
+
+async def load_session(ctx: Ctx) -> CachedSession | None:
+    token = session_token(ctx)
+    if not token or len(token) > 200:
+        return None
+    digest = security.token_hash(token)
+    cache = ctx.services.session_cache
+    cached = cache.get(digest)
+    if cached is None:
+        row = await session_store.lookup(ctx.db, digest)
+        if row is None:
+            return None
+        cached = CachedSession(
+            principal=Principal(
+                kind="session",
+                organization_id=row["organization_id"],
+                user_id=row["user_id"],
+                email=row["email"],
+                name=row["name"],
+                role=row["role"],
+                must_change_password=row["must_change_password"],
+                session_hash=digest,
+                session_expires=row["expires_at"],
+            ),
+            plan=row["plan"],
+            status=row["status"],
+            session_expires_ts=row["expires_at"].timestamp(),
+        )
+        cache.put(digest, cached)
+    return cached
+
+
+def _adopt(ctx: Ctx, found: CachedSession) -> Principal:
+    ctx.plan, ctx.org_status = found.plan, found.status
+    return found.principal
+
+
+async def session(ctx: Ctx) -> Principal:
+    found = await load_session(ctx)
+    if found is None:
+        raise ApiError(401, "Sign in required", "unauthorized")
+    if found.status == "SUSPENDED":
+        raise ApiError(403, "This organization is suspended; contact support", "organization_suspended")
+    return _adopt(ctx, found)
+
+
+async def session_optional(ctx: Ctx) -> Principal:
+    found = await load_session(ctx)
+    return _adopt(ctx, found) if found else ANONYMOUS
+
+
+async def admin(ctx: Ctx) -> Principal:
+    expected = ctx.settings.admin_api_key
+    if not expected:
+        raise ApiError(401, "The admin API is disabled on this server (ADMIN_API_KEY is not set)", "unauthorized")
+    if not security.same(ctx.request.headers.get("x-admin-key"), expected):
+        raise ApiError(401, "A valid x-admin-key header is required", "unauthorized")
+    return Principal(kind="admin")
+
+
+async def cron(ctx: Ctx) -> Principal:
+    expected = ctx.settings.cron_secret
+    if not expected:
+        raise ApiError(401, "Scheduled jobs are disabled on this server (CRON_SECRET is not set)", "unauthorized")
+    header = ctx.request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not security.same(value.strip(), expected):
+        raise ApiError(401, "A valid Bearer token is required", "unauthorized")
+    return Principal(kind="cron")
+
+
+def presented_embed_token(ctx: Ctx) -> str | None:
+    value = ctx.body.get("embedToken") if isinstance(ctx.body, dict) else None
+    return value if isinstance(value, str) and value.startswith("ept_") and len(value) <= 200 else None
+
+
+async def embed_token(ctx: Ctx) -> Principal:
+    token = presented_embed_token(ctx)
+    if token is None:
+        raise ApiError(403, "A valid embed token (ept_...) is required", "invalid_embed_token")
+    row = await embed_store.find_active(ctx.db, security.token_hash(token))
+    if row is None:
+        raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
+    if row["status"] == "SUSPENDED":
+        raise ApiError(403, "This organization is suspended", "organization_suspended")
+    ctx.plan, ctx.org_status = row["plan"], row["status"]
+    ctx.extras["embed_token"] = row
+    return Principal(kind="embed_token", organization_id=row["organization_id"], embed_token_id=row["id"])
+
+
+async def none(ctx: Ctx) -> Principal:
+    return ANONYMOUS
+
+
+METHODS: dict[str, Callable[[Ctx], Awaitable[Principal]]] = {
+    "session": session,
+    "session_optional": session_optional,
+    "admin": admin,
+    "cron": cron,
+    "embed_token": embed_token,
+    "none": none,
+}

@@ -1,0 +1,160 @@
+"""Reading and validating request input: size, content type, strict JSON, JSON Schema.
+
+Everything a client can send that Python or Postgres would choke on later (NaN, 1e400, NUL bytes,
+integers beyond 2**53, 1000-deep nesting) is refused here with a 400, so handlers and SQL never
+see it. Error messages name the field and the rule, never echo the value (it may be a password).
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.config import Route
+from gateway.errors import ApiError
+
+MAX_DEPTH = 32
+MAX_SAFE_NUMBER = 2**53
+
+
+def _invalid(message: str, path: str = "") -> ApiError:
+    return ApiError(400, message, "invalid_request", details=[{"path": path, "message": message}])
+
+
+def _check_value(value: Any, depth: int = 0, path: str = "") -> None:
+    if depth > MAX_DEPTH:
+        raise _invalid(f"JSON nested deeper than {MAX_DEPTH} levels", path)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _invalid("NUL characters are not allowed in strings", path)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, (int, float)):
+        if not -MAX_SAFE_NUMBER <= value <= MAX_SAFE_NUMBER:
+            raise _invalid("number out of range", path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise _invalid("NUL characters are not allowed in keys", path)
+            _check_value(item, depth + 1, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, depth + 1, f"{path}[{i}]")
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        data = orjson.loads(raw)  # orjson already refuses NaN, Infinity and lone surrogates
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(f"Malformed JSON: {str(exc).split(':')[0]}") from None
+    _check_value(data)
+    return data
+
+
+def parse_form(raw: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=200)
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid("Malformed form body") from None
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _invalid(f"Field {key!r} appears more than once", key)
+        out[key] = value
+    _check_value(out)
+    return out
+
+
+async def read_body(request: web.Request, route: Route) -> tuple[bytes, Any]:
+    """Enforce the route's size limit and content types; return (raw bytes, parsed body)."""
+    if request.content_length is not None and request.content_length > route.body_limit:
+        raise ApiError(413, f"Body larger than {route.body_limit} bytes", "payload_too_large", limit=route.body_limit)
+    raw = await request.content.read(route.body_limit + 1)
+    if len(raw) > route.body_limit:
+        raise ApiError(413, f"Body larger than {route.body_limit} bytes", "payload_too_large", limit=route.body_limit)
+    if not raw and not request.headers.get("Content-Type"):
+        return raw, {} if route.body_validator is not None else None
+    ctype = request.content_type
+    if ctype not in route.content_types:
+        raise ApiError(415, f"Content-Type must be {' or '.join(route.content_types)}", "unsupported_media_type")
+    if ctype == "application/json":
+        if not raw:
+            raise _invalid("Empty body: send a JSON object")
+        return raw, parse_json(raw)
+    if ctype == "application/x-www-form-urlencoded":
+        return raw, parse_form(raw)
+    return raw, None  # multipart: the handler reads it from the raw bytes
+
+
+def _coerce(value: str, schema: dict[str, Any]) -> Any:
+    kind = schema.get("type")
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            number = float(value)
+            return number if number == number and abs(number) != float("inf") else value
+        if kind == "boolean" and value in ("true", "false"):
+            return value == "true"
+    except ValueError:
+        pass
+    return value
+
+
+def parse_query(request: web.Request, validator: Draft202012Validator | None) -> dict[str, Any]:
+    props = (validator.schema.get("properties") or {}) if validator else {}
+    out: dict[str, Any] = {}
+    for key in request.query:
+        if key in out:
+            raise _invalid(f"Query parameter {key!r} appears more than once", key)
+        value = request.query[key]
+        if "\x00" in value or "\x00" in key:
+            raise _invalid("NUL characters are not allowed", key)
+        out[key] = _coerce(value, props.get(key, {}))
+    return out
+
+
+def _message(err: Any) -> tuple[str, str]:
+    path = ".".join(str(p) for p in err.absolute_path)
+    v, arg = err.validator, err.validator_value
+    if v == "required":
+        missing = next((name for name in arg if name not in (err.instance or {})), "")
+        return (f"{path}.{missing}" if path else missing), "is required"
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return path, f"unknown field(s): {', '.join(extra)}"
+    messages = {
+        "type": lambda: f"must be of type {arg if isinstance(arg, str) else ' or '.join(arg)}",
+        "minLength": lambda: f"must be at least {arg} characters",
+        "maxLength": lambda: f"must be at most {arg} characters",
+        "pattern": lambda: "has an invalid format",
+        "format": lambda: f"must be a valid {arg}",
+        "enum": lambda: f"must be one of: {', '.join(map(str, arg))}",
+        "const": lambda: f"must be {arg!r}",
+        "minimum": lambda: f"must be at least {arg}",
+        "maximum": lambda: f"must be at most {arg}",
+        "exclusiveMinimum": lambda: f"must be greater than {arg}",
+        "minItems": lambda: f"must have at least {arg} items",
+        "maxItems": lambda: f"must have at most {arg} items",
+        "uniqueItems": lambda: "must not contain duplicates",
+        "minProperties": lambda: f"must have at least {arg} fields",
+        "maxProperties": lambda: f"must have at most {arg} fields",
+    }
+    return path, messages.get(v, lambda: "is invalid")()
+
+
+def validate(validator: Draft202012Validator | None, data: Any, where: str) -> None:
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        details = []
+        for err in errors:
+            path, message = _message(err)
+            details.append({"path": path, "message": message})
+        first = details[0]
+        summary = f"{where} {first['path'] or '(root)'} {first['message']}" if first["path"] else f"{where} {first['message']}"
+        raise ApiError(400, f"Invalid {summary}", "invalid_request", details=details)
