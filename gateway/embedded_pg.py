@@ -111,8 +111,7 @@ class EmbeddedPostgres:
             cluster.mkdir(exist_ok=True)
             return cluster
         if not self._can_access(self.bindir / "postgres", "-x"):
-            raise RuntimeError(f"user {RUN_AS_WHEN_ROOT!r} cannot execute {self.bindir}/postgres; "
-                               "install PostgreSQL system-wide or put the venv in a world-readable path")
+            self.bindir = self._world_readable_copy_of_install()
         if self._can_access(self.data_dir, "-x"):
             cluster.mkdir(exist_ok=True)
             self._chown_tree(cluster)
@@ -127,6 +126,32 @@ class EmbeddedPostgres:
         self._log(f"embedded PostgreSQL: {RUN_AS_WHEN_ROOT!r} cannot reach {self.data_dir}; "
                   f"using cluster directory {cluster} instead")
         return cluster
+
+    def _world_readable_copy_of_install(self) -> pathlib.Path:
+        """As root with the pgserver wheel in a venv under e.g. /root (mode 700), `nobody` cannot run
+        the bundled binaries; copy the install tree (bin, lib, share) once to a place it can."""
+        install = self.bindir.parent  # .../site-packages/pgserver/pginstall
+        # The wheel's binaries find their shared libraries at $ORIGIN/../../../pgserver.libs: keep that layout.
+        libs = install.parent.parent / "pgserver.libs"
+        digest = hashlib.sha256(str(install).encode()).hexdigest()[:16]
+        target = FALLBACK_ROOT / f"pginstall-{digest}"
+        bindir = target / "pgserver" / "pginstall" / "bin"
+        if not (bindir / "postgres").is_file():
+            FALLBACK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+            staging = pathlib.Path(tempfile.mkdtemp(dir=FALLBACK_ROOT))
+            shutil.copytree(install, staging / "tree" / "pgserver" / "pginstall", symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "tree" / "pgserver.libs", symlinks=True)
+            for p in [staging, *staging.rglob("*")]:
+                if not p.is_symlink():
+                    p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging / "tree", target)
+            shutil.rmtree(staging, ignore_errors=True)
+            self._log(f"embedded PostgreSQL: copied {install} to {target} so {RUN_AS_WHEN_ROOT!r} can run it")
+        if not self._can_access(bindir / "postgres", "-x"):
+            raise RuntimeError(f"user {RUN_AS_WHEN_ROOT!r} cannot execute {bindir}/postgres")
+        return bindir
 
     def _password(self) -> str:
         pwfile = self.data_dir / "pgpassword"
