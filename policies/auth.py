@@ -13,6 +13,7 @@ from gateway.context import ANONYMOUS, Ctx, Principal
 from gateway.errors import ApiError
 from gateway.store import embed_tokens as embed_store
 from gateway.store import sessions as session_store
+from policies import origins
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,26 @@ def presented_embed_token(ctx: Ctx) -> str | None:
 
 
 async def embed_token(ctx: Ctx) -> Principal:
+    """A website's embed token, used from a page whose Origin is on the token's allow-list.
+
+    Browsers always send Origin on a cross-origin POST, so a missing, ``null`` or malformed one is
+    refused. Origin is checked before the organization's state so that a page on another site
+    learns nothing about the token beyond "not for you"."""
     token = presented_embed_token(ctx)
     if token is None:
         raise ApiError(403, "A valid embed token (ept_...) is required", "invalid_embed_token")
+    host = origins.origin_host(ctx.request.headers.get("Origin"))
+    if host is None:
+        raise ApiError(403, "Embed tokens work only from a web page (http or https Origin)", "origin_not_allowed")
     row = await embed_store.find_active(ctx.db, security.token_hash(token))
     if row is None:
         raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
+    if not origins.host_allowed(host, row["allowed_domains"]):
+        raise ApiError(403, "This embed token may not be used from this website", "origin_not_allowed")
     if row["status"] == "SUSPENDED":
         raise ApiError(403, "This organization is suspended", "organization_suspended")
+    if row["status"] == "CANCELLED":  # a cancelled subscription serves no website visitors
+        raise ApiError(403, "This organization's service has ended", "organization_cancelled")
     ctx.plan, ctx.org_status = row["plan"], row["status"]
     ctx.extras["embed_token"] = row
     return Principal(kind="embed_token", organization_id=row["organization_id"], embed_token_id=row["id"])
