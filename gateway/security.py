@@ -46,19 +46,38 @@ def same(a: str | None, b: str | None) -> bool:
 
 
 def normalize_email(email: str) -> str:
-    # NFKC folds compatibility forms (full-width letters...), casefold is Unicode-aware lower().
-    return unicodedata.normalize("NFKC", email).strip().casefold()
+    """The key an account is found by: "ÅSA@Example.com", "A\u030aSA@example.com" and full-width
+    letters all give "åsa@example.com". NFKC folds compatibility forms, casefold is Unicode-aware
+    lower(); NFKC again because case folding can leave a string unnormalised (Unicode's NFKC_Casefold)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).strip().casefold())
+
+
+def _normalize_password(password: str) -> str:
+    # NIST SP 800-63B 5.1.1.2: the same password typed on another keyboard or OS (composed vs
+    # decomposed accents) must still match. Never truncated: Argon2 hashes every byte.
+    return unicodedata.normalize("NFKC", password)
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await asyncio.to_thread(_hasher.hash, _normalize_password(password))
 
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Always runs the KDF (on a dummy hash for unknown accounts) so that a wrong email costs as
+    long as a wrong password."""
+
     def check() -> bool:
         try:
-            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+            return _hasher.verify(stored_hash or _DUMMY_HASH, _normalize_password(password)) and stored_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 
     return await asyncio.to_thread(check)
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    """True when the hash was made with other parameters than today's (upgrade it at sign-in)."""
+    try:
+        return _hasher.check_needs_rehash(stored_hash)
+    except InvalidHashError:
+        return False

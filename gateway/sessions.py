@@ -38,11 +38,18 @@ def clear_cookie(resp: web.StreamResponse, settings: Settings) -> None:
 
 
 async def announce_ended(conn: Any, cache: SessionCache, hashes: list[bytes]) -> None:
-    """Evict ended sessions here at once, and in every other process through NOTIFY."""
+    """Evict ended sessions here at once, and in every other process through NOTIFY (sent at commit)."""
     if hashes:
         event = {"kind": "sessions_ended", "hashes": [h.hex() for h in hashes]}
         cache.apply(event)
         await gdb.notify(conn, event)
+
+
+def forget(cache: SessionCache, hashes: list[bytes]) -> None:
+    """Evict again once the deleting transaction has committed: a request of this process that read
+    the row before the commit may have cached it after the first eviction."""
+    if hashes:
+        cache.apply({"kind": "sessions_ended", "hashes": [h.hex() for h in hashes]})
 
 
 async def end(conn: Any, cache: SessionCache, token_hash: bytes) -> None:
@@ -50,5 +57,8 @@ async def end(conn: Any, cache: SessionCache, token_hash: bytes) -> None:
     await announce_ended(conn, cache, [token_hash])
 
 
-async def end_all_for_user(conn: Any, cache: SessionCache, user_id: UUID, keep: bytes | None = None) -> None:
-    await announce_ended(conn, cache, await session_store.delete_for_user(conn, user_id, keep))
+async def end_all_for_user(conn: Any, cache: SessionCache, user_id: UUID, keep: bytes | None = None) -> list[bytes]:
+    """End every session of a user but ``keep``; inside a transaction, call ``forget`` after it commits."""
+    hashes = await session_store.delete_for_user(conn, user_id, keep)
+    await announce_ended(conn, cache, hashes)
+    return hashes

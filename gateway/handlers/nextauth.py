@@ -29,16 +29,26 @@ def _check_csrf(ctx: Ctx) -> None:
         raise ApiError(403, "Missing or wrong csrfToken (GET /api/auth/csrf first)", "csrf_mismatch")
 
 
+def _origin(url: str) -> tuple[str, str] | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 def _safe_callback(ctx: Ctx, url: str | None, default_path: str) -> str:
-    """Redirect only to our own origin: an open redirect would turn sign-in into phishing."""
+    """Redirect only to our own front end (PUBLIC_BASE_URL's origin or APP_ORIGINS): an open
+    redirect would turn a sign-in page into a phishing relay."""
     base = ctx.settings.public_base_url
-    if url:
-        if url.startswith("/") and not url.startswith("//") and "\\" not in url:
-            return base + url
-        parts, ours = urlsplit(url), urlsplit(base)
-        if (parts.scheme, parts.netloc) == (ours.scheme, ours.netloc):
-            return url
-    return base + default_path
+    # Control characters and spaces: browsers strip some of them ("/\t/evil.example" is
+    # "//evil.example"), and CR/LF would split the Location header.
+    if not url or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url) or "\\" in url:
+        return base + default_path
+    if url.startswith("/") and not url.startswith("//"):
+        return base + url
+    allowed = {_origin(base), *(_origin(o) for o in ctx.settings.app_origins)}
+    origin = _origin(url)
+    return url if origin is not None and origin in allowed else base + default_path
 
 
 def _user_json(principal_or_row: dict) -> dict:
@@ -55,7 +65,7 @@ def _user_json(principal_or_row: dict) -> dict:
 async def csrf(ctx: Ctx) -> web.Response:
     existing = ctx.request.cookies.get(ctx.settings.csrf_cookie_name, "").split("|", 1)[0]
     token = existing if 20 <= len(existing) <= 100 else security.new_token()
-    resp = json_response({"csrfToken": token})
+    resp = json_response({"csrfToken": token}, headers={"Cache-Control": "no-store"})
     resp.set_cookie(ctx.settings.csrf_cookie_name, f"{token}|{security.token_hash(token).hex()}", path="/",
                     httponly=True, samesite="Lax", secure=ctx.settings.https)
     return resp
@@ -78,6 +88,10 @@ async def credentials(ctx: Ctx) -> web.Response:
         raise ApiError(401, "Wrong email or password", "invalid_credentials")
     if user["status"] == "SUSPENDED":
         raise ApiError(403, "This organization is suspended; contact support", "organization_suspended")
+    if security.needs_rehash(user["password_hash"]):
+        # Argon2 parameters were raised since this hash was made: upgrade it while we know the password.
+        await users.replace_hash(ctx.db, user["id"], user["password_hash"], await security.hash_password(ctx.body["password"]))
+    # A fresh token at every sign-in (no session fixation); earlier sessions stay valid.
     token, expires = await sessions.start(ctx.db, user["id"], user["organization_id"])
     if form:
         target = _safe_callback(ctx, ctx.body.get("callbackUrl"), "/dashboard")

@@ -34,3 +34,8 @@ async def set_password(conn: Any, user_id: UUID, password_hash: str) -> None:
         "UPDATE users SET password_hash = $2, must_change_password = false, password_changed_at = now() WHERE id = $1",
         user_id, password_hash,
     )
+
+
+async def replace_hash(conn: Any, user_id: UUID, old_hash: str, new_hash: str) -> None:
+    """Upgrade a hash to today's KDF parameters (same password), unless the password changed meanwhile."""
+    await conn.execute("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2", user_id, old_hash, new_hash)
