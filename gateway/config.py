@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Collection, Mapping
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -24,7 +25,10 @@ _PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
 
 class ConfigError(Exception):
+    """Every problem found, de-duplicated and in file, line order (what an operator fixes top-down)."""
+
     def __init__(self, problems: list[Problem]) -> None:
+        problems = sorted(set(problems), key=lambda p: (p.file, p.line, p.message))
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
 
@@ -106,9 +110,16 @@ def _schema_problems(data: Any, schema_file: str, display: str) -> list[Problem]
     schema = json.loads((SCHEMA_DIR / schema_file).read_text())
     validator = Draft202012Validator(schema)
     problems = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        problems.append(Problem(display, line_of(data, err.absolute_path), f"{where}: {err.message}"))
+    for err in validator.iter_errors(data):
+        path = list(err.absolute_path)
+        where = "/".join(str(p) for p in path) or "(top level)"
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            # Point at each unexpected key itself, not at the start of the mapping holding it.
+            known = err.schema.get("properties", {})
+            for key in [k for k in err.instance if k not in known]:
+                problems.append(Problem(display, line_of(data, [*path, key]), f"{where}: unknown property {key!r}"))
+            continue
+        problems.append(Problem(display, line_of(data, path), f"{where}: {err.message}"))
     return problems
 
 
@@ -126,15 +137,18 @@ def load_config(
 ) -> Config:
     """Load, validate and compile both files; raise ConfigError listing every problem."""
     ep_name, pl_name = endpoints_path.name, plans_path.name
+    if ep_name == pl_name:  # two files called the same: only the full paths tell the problems apart
+        ep_name, pl_name = str(endpoints_path), str(plans_path)
     endpoints, problems = load_yaml(endpoints_path, ep_name)
     plans_data, plan_problems = load_yaml(plans_path, pl_name)
     problems += plan_problems
-    if endpoints is not None:
-        problems += _schema_problems(endpoints, "endpoints.schema.json", ep_name)
-    if plans_data is not None:
-        problems += _schema_problems(plans_data, "plans.schema.json", pl_name)
+    for data, schema_file, name in ((endpoints, "endpoints.schema.json", ep_name), (plans_data, "plans.schema.json", pl_name)):
+        if data is not None:
+            problems += _schema_problems(data, schema_file, name)
+        elif not any(p.file == name for p in problems):  # an empty file
+            problems.append(Problem(name, 1, "the file is empty; expected a mapping (see the shipped file)"))
     if not isinstance(endpoints, dict) or not isinstance(plans_data, dict):
-        raise ConfigError(problems or [Problem(ep_name if not isinstance(endpoints, dict) else pl_name, 1, "must be a mapping")])
+        raise ConfigError(problems)
     # Cross-checks run even when the schema found problems, so one run reports everything; they
     # skip what is too malformed to look at (the schema problem already names it).
     try:
@@ -143,8 +157,9 @@ def load_config(
         pass
     try:
         return _build(endpoints, plans_data, ep_name, pl_name, handlers, auth_methods, problems)
-    except (KeyError, TypeError, AttributeError, ValueError):
-        raise ConfigError(problems) from None
+    except (KeyError, TypeError, AttributeError, ValueError, re.error):
+        # Too malformed to cross-check; the schema problems say why. Never an empty report.
+        raise ConfigError(problems or [Problem(ep_name, 1, "cannot be checked further (malformed structure)")]) from None
 
 
 def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers: Mapping[str, Callable[..., Any]],
@@ -183,6 +198,8 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
     declared_features = plans_data.get("features") or {}
     for i, raw in enumerate(endpoints.get("routes") or []):
         at = lambda *keys: line_of(endpoints, ["routes", i, *keys])  # noqa: E731
+        if isinstance(raw, dict) and isinstance(raw.get("handler"), str):
+            used_handlers.add(raw["handler"])  # even on a broken route: "no route uses it" would mislead
         if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("name", "method", "path", "handler", "auth")):
             continue  # the schema problem already says what is missing
         route_problems: list[Problem] = []
@@ -194,7 +211,6 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
             route_problems.append(Problem(ep_name, at("name"), f"duplicate route name {raw['name']!r} (first on line {names[raw['name']]})"))
         names.setdefault(raw["name"], at())
         handler = handlers.get(raw["handler"])
-        used_handlers.add(raw["handler"])
         if handler is None:
             route_problems.append(Problem(ep_name, at("handler"), f"unknown handler {raw['handler']!r}"))
         if raw["auth"] not in auth_methods:
@@ -205,7 +221,13 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
         cors_name = raw.get("cors", defaults["cors"])
         if cors_name not in cors:
             route_problems.append(Problem(ep_name, at("cors"), f"unknown CORS policy {cors_name!r}"))
+        params = _PARAM.findall(raw["path"])
+        for name in sorted({p for p in params if params.count(p) > 1}):
+            route_problems.append(Problem(ep_name, at("path"), f"path parameter {{{name}}} appears more than once"))
         limit_names = _as_list(raw["rate_limit"] if "rate_limit" in raw else defaults["rate_limit"])
+        for name in sorted({n for n in limit_names if limit_names.count(n) > 1}):
+            # One request would count twice in one statement (Postgres refuses that: a 500 per call).
+            route_problems.append(Problem(ep_name, at("rate_limit"), f"rate limit {name!r} is listed more than once"))
         for name in limit_names:
             if name not in limits:
                 route_problems.append(Problem(ep_name, at("rate_limit"), f"unknown rate limit {name!r}"))
@@ -225,7 +247,6 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
         problems += route_problems
         if route_problems:
             continue
-        params = _PARAM.findall(raw["path"])
         pattern = None
         if params:
             regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(raw["path"]).replace(r"\{", "{").replace(r"\}", "}"))
@@ -252,7 +273,7 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
     for name in sorted(set(handlers) - used_handlers):
         problems.append(Problem(ep_name, line_of(endpoints, ["routes"]), f"handler {name!r} exists in the code but no route uses it"))
     if problems:
-        raise ConfigError(sorted(problems, key=lambda p: (p.file, p.line)))
+        raise ConfigError(problems)
 
     static: dict[str, dict[str, Route]] = {}
     templated: dict[str, dict[str, Route]] = {}
@@ -263,13 +284,14 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
         else:
             templated.setdefault(r.pattern.pattern, {})[r.method] = r
             patterns[r.pattern.pattern] = r.pattern
+    # Read-only views: a reload swaps the whole Config, nothing edits one in place.
     return Config(
         routes=tuple(routes),
         plans=build_plans(plans_data),
-        cors_policies=cors,
-        rate_limits=limits,
-        static=static,
-        templated=tuple((patterns[k], v) for k, v in templated.items()),
+        cors_policies=MappingProxyType(cors),
+        rate_limits=MappingProxyType(limits),
+        static=MappingProxyType({path: MappingProxyType(by_method) for path, by_method in static.items()}),
+        templated=tuple((patterns[k], MappingProxyType(v)) for k, v in templated.items()),
     )
 
 

@@ -30,6 +30,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,  # the server is full (e.g. during a failover): try again shortly
 )
 
 

@@ -1,6 +1,7 @@
 """The one error shape: ``{"error": "<human message>", "code": "<machine_code>", ...details}``."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ _REASONS = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "internal_error",
+    502: "upstream_unavailable",
     503: "service_unavailable",
 }
 
@@ -36,8 +38,20 @@ class ApiError(Exception):
         return {"error": self.message, "code": self.code, **self.details}
 
 
+def _default(value: Any) -> Any:
+    """What orjson does not know natively: Postgres numerics (minutes are numeric(12,2)) and sets."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None  # JSON has no NaN/Infinity; orjson writes null for float ones too
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+    body = orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def error_response(err: ApiError) -> web.Response:

@@ -15,33 +15,36 @@ import time
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientError, web
 
 from gateway import db as gdb
+from gateway import security
 from gateway.context import Ctx
 from gateway.errors import ApiError, error_response, json_response
 from policies import auth as auth_methods
 from policies import cors, gates, ratelimit, validation
 
 log = structlog.get_logger("gateway.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Echoed into a response header and log lines: only a short, plain token is taken as given.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 REQUEST_ID = web.RequestKey("request_id", str)
 ROUTE_NAME = web.RequestKey("route_name", str)
 CORS_POLICY = web.RequestKey("cors_policy", object)
+_KEPT_HEADERS = frozenset({"Location", "Allow", "Retry-After", "WWW-Authenticate", "Cache-Control"})
 
 
 def _request_id(request: web.Request) -> str:
     incoming = request.headers.get("X-Request-Id", "")
-    return incoming if _REQUEST_ID.match(incoming) else os.urandom(12).hex()
+    return incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(12).hex()
 
 
 def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            # The right-most entry was added by our own proxy; anything left of it is client-supplied.
-            return forwarded.split(",")[-1].strip()
+        # The right-most entry was added by our own proxy; anything left of it is client-supplied.
+        last = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if last:  # "a, " would otherwise put every such client in one shared rate-limit bucket
+            return last
     return request.remote or "unknown"
 
 
@@ -55,8 +58,14 @@ async def envelope(request: web.Request, handler: Any) -> web.StreamResponse:
         resp = await handler(request)
     except ApiError as err:
         resp = error_response(err)
-    except web.HTTPException as exc:  # aiohttp's own (e.g. a malformed request line)
-        resp = error_response(ApiError(exc.status, exc.reason or "Error"))
+    except web.HTTPException as exc:  # aiohttp's own, or a handler's `raise web.HTTPFound(...)`
+        kept = {k: v for k, v in exc.headers.items() if k in _KEPT_HEADERS}  # a redirect keeps its Location
+        resp = error_response(ApiError(exc.status, exc.reason or "Error", headers=kept))
+    except ClientError:
+        # An outside service (a provider adapter's HTTP call) failed: not our database, not a bug.
+        # Before UNAVAILABLE, which would also catch it (aiohttp's connection errors are OSErrors).
+        resp = error_response(ApiError(502, "An outside service did not answer; try again shortly", "upstream_unavailable"))
+        log.warning("upstream_unavailable", request_id=rid, route=request.get(ROUTE_NAME))
     except gdb.UNAVAILABLE:
         resp = error_response(ApiError(503, "The database is unavailable; try again shortly", "service_unavailable",
                                        headers={"Retry-After": "5"}))
@@ -91,7 +100,8 @@ def _limit_value(ctx: Ctx, key: str) -> str | None:
     if key == "organization":
         return str(ctx.principal.organization_id) if ctx.principal.organization_id else None
     value = ctx.body.get(key[5:]) if isinstance(ctx.body, dict) else None  # body.<field>
-    return value.strip().casefold() if isinstance(value, str) and value.strip() else None
+    # The same normalisation as account emails, so other spellings of one account share its count.
+    return security.normalize_email(value) if isinstance(value, str) and value.strip() else None
 
 
 async def _count(ctx: Ctx, before_auth: bool) -> None:
@@ -112,8 +122,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if routes is None:
         raise ApiError(404, f"No route for {request.path}", "not_found")
     if request.method == "OPTIONS":
-        any_route = next(iter(routes.values()))
-        request[CORS_POLICY] = any_route.cors
+        # The preflight's answer (even a refusal) follows the policy of the method asked about.
+        wanted = routes.get(request.headers.get("Access-Control-Request-Method", "").upper())
+        request[CORS_POLICY] = (wanted or next(iter(routes.values()))).cors
         return cors.preflight(routes, request, services.settings)
     route = routes.get(request.method)
     if route is None:

@@ -6,6 +6,8 @@ Both the route gate and every ``canEdit`` flag call :meth:`Plans.has_feature`, s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Tier:
 
 @dataclass(frozen=True)
 class Plans:
-    features: dict[str, str]  # name -> description
+    features: Mapping[str, str]  # name -> description (read-only)
     tiers: tuple[Tier, ...]
     no_plan_features: frozenset[str]
     no_plan_minutes: int
@@ -82,7 +84,7 @@ def build_plans(data: dict) -> Plans:
             )
         )
     return Plans(
-        features=dict(data["features"]),
+        features=MappingProxyType(dict(data["features"])),
         tiers=tuple(tiers),
         no_plan_features=frozenset(data["no_plan"]["features"]),
         no_plan_minutes=data["no_plan"]["included_minutes"],

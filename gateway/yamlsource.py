@@ -49,6 +49,11 @@ class _Loader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:  # e.g. "? [a, b]": a YAML key that no config format uses
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a list or mapping",
+                                                        key_node.start_mark) from None
             if key in out:
                 self.duplicates.append((line, f"duplicate key {key!r} (first defined on line {out.key_lines[key]})"))
                 continue
@@ -73,13 +78,20 @@ def load_yaml(path: Path, display_name: str) -> tuple[Any, list[Problem]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, [Problem(display_name, 1, f"cannot read file: {exc.strerror or exc}")]
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        return None, [Problem(display_name, line, f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})")]
     loader = _Loader(text)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        return None, [Problem(display_name, line, f"invalid YAML: {exc.problem or exc}")]
+        message = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            # e.g. an unclosed bracket: the error surfaces lines later, so say where it began
+            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        return None, [Problem(display_name, line, message)]
     except yaml.YAMLError as exc:
         return None, [Problem(display_name, 1, f"invalid YAML: {exc}")]
     finally:

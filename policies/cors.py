@@ -15,11 +15,14 @@ from gateway.settings import Settings
 
 
 def _is_real_origin(origin: str) -> bool:
+    """``scheme://host[:port]`` exactly as browsers send it (no path, user info, query or fragment)."""
     try:
         parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path and not parts.query and origin == origin.strip()
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.username is None
+            and parts.password is None and origin == f"{parts.scheme}://{parts.netloc}")
 
 
 def app_origins(settings: Settings) -> frozenset[str]:
@@ -41,7 +44,9 @@ def allowed_origin(policy: CorsPolicy, origin: str | None, settings: Settings) -
 def add_cors_headers(resp: web.StreamResponse, policy: CorsPolicy, origin: str | None, settings: Settings) -> None:
     if policy.allow_origins == "none":
         return
-    resp.headers["Vary"] = "Origin"
+    vary = [v.strip() for v in resp.headers.get("Vary", "").split(",") if v.strip()]
+    if "origin" not in {v.lower() for v in vary}:  # keep what the handler varies on (e.g. Cookie)
+        resp.headers["Vary"] = ", ".join([*vary, "Origin"])
     allowed = allowed_origin(policy, origin, settings)
     if allowed is None:
         return
@@ -61,14 +66,12 @@ def preflight(routes: dict[str, Route], request: web.Request, settings: Settings
         raise ApiError(405, f"{wanted or 'That method'} is not allowed here", "method_not_allowed",
                        headers={"Allow": ", ".join(sorted({*routes, "OPTIONS"}))})
     allowed = allowed_origin(route.cors, origin, settings)
-    if allowed is None:
-        raise ApiError(403, "This origin may not call this route from a browser", "cors_origin_not_allowed",
-                       headers={"Vary": "Origin"})
+    if allowed is None:  # the pipeline adds Vary (and nothing else) for policies that allow some origin
+        raise ApiError(403, "This origin may not call this route from a browser", "cors_origin_not_allowed")
     requested = [h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()]
     refused = [h for h in requested if h not in route.cors.allow_headers]
     if refused:
-        raise ApiError(403, f"Request headers not allowed: {', '.join(refused)}", "cors_header_not_allowed",
-                       headers={"Vary": "Origin"})
+        raise ApiError(403, f"Request headers not allowed: {', '.join(refused)}", "cors_header_not_allowed")
     headers = {
         "Access-Control-Allow-Origin": allowed,
         "Access-Control-Allow-Methods": ", ".join(sorted(m for m, r in routes.items() if r.cors.name == route.cors.name)),

@@ -6,11 +6,13 @@ see it. Error messages name the field and the rule, never echo the value (it may
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from jsonschema import Draft202012Validator
 
 from gateway.config import Route
@@ -18,6 +20,9 @@ from gateway.errors import ApiError
 
 MAX_DEPTH = 32
 MAX_SAFE_NUMBER = 2**53
+# Query values become numbers only when written plainly: int() would also take "1_000" and " 5 ".
+_INTEGER = re.compile(r"-?[0-9]{1,16}")
+_NUMBER = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?([eE][-+]?[0-9]{1,3})?")
 
 
 def _invalid(message: str, path: str = "") -> ApiError:
@@ -54,35 +59,67 @@ def parse_json(raw: bytes) -> Any:
     return data
 
 
-def parse_form(raw: bytes) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=200)
-    except (UnicodeDecodeError, ValueError):
-        raise _invalid("Malformed form body") from None
+def _pairs(encoded: str, strict: bool) -> list[tuple[str, str]]:
+    """``a=1&b=2`` -> pairs; percent-escapes must decode to UTF-8 (no silent U+FFFD in a password)."""
+    return parse_qsl(encoded, keep_blank_values=True, strict_parsing=strict, max_num_fields=200,
+                     encoding="utf-8", errors="strict")
+
+
+def _unique(pairs: list[tuple[str, str]], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in pairs:
-        if key in out:
-            raise _invalid(f"Field {key!r} appears more than once", key)
+        if key in out:  # which one would win is parser-dependent: refuse rather than guess
+            raise _invalid(f"{what} {key!r} appears more than once", key)
         out[key] = value
+    return out
+
+
+def parse_form(raw: bytes) -> dict[str, str]:
+    try:
+        pairs = _pairs(raw.decode("utf-8"), strict=bool(raw))
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid("Malformed form body") from None
+    out = _unique(pairs, "Field")
     _check_value(out)
     return out
+
+
+def _too_large(route: Route) -> ApiError:
+    return ApiError(413, f"Body larger than {route.body_limit} bytes", "payload_too_large", limit=route.body_limit)
+
+
+async def _read_at_most(request: web.Request, route: Route) -> bytes:
+    """The whole body, or 413 as soon as it passes the limit (chunked bodies have no length).
+
+    ``StreamReader.read(n)`` returns what has arrived so far, not n bytes: read until the end."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = await request.content.read(route.body_limit + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > route.body_limit:
+                raise _too_large(route)
+    except HttpProcessingError:  # e.g. broken chunked encoding
+        raise ApiError(400, "Malformed request body", "invalid_request") from None
 
 
 async def read_body(request: web.Request, route: Route) -> tuple[bytes, Any]:
     """Enforce the route's size limit and content types; return (raw bytes, parsed body)."""
     if request.content_length is not None and request.content_length > route.body_limit:
-        raise ApiError(413, f"Body larger than {route.body_limit} bytes", "payload_too_large", limit=route.body_limit)
-    raw = await request.content.read(route.body_limit + 1)
-    if len(raw) > route.body_limit:
-        raise ApiError(413, f"Body larger than {route.body_limit} bytes", "payload_too_large", limit=route.body_limit)
-    if not raw and not request.headers.get("Content-Type"):
+        raise _too_large(route)
+    raw = await _read_at_most(request, route)
+    if not raw:
+        # No body at all, whatever Content-Type a client library adds by default (fetch wrappers
+        # often send "application/json" on every request): the schema then says what is missing.
         return raw, {} if route.body_validator is not None else None
     ctype = request.content_type
     if ctype not in route.content_types:
         raise ApiError(415, f"Content-Type must be {' or '.join(route.content_types)}", "unsupported_media_type")
     if ctype == "application/json":
-        if not raw:
-            raise _invalid("Empty body: send a JSON object")
         return raw, parse_json(raw)
     if ctype == "application/x-www-form-urlencoded":
         return raw, parse_form(raw)
@@ -90,42 +127,45 @@ async def read_body(request: web.Request, route: Route) -> tuple[bytes, Any]:
 
 
 def _coerce(value: str, schema: dict[str, Any]) -> Any:
+    """A query string value as the type its schema wants; left a string (-> a type error) otherwise."""
     kind = schema.get("type")
-    try:
-        if kind == "integer":
-            return int(value)
-        if kind == "number":
-            number = float(value)
-            return number if number == number and abs(number) != float("inf") else value
-        if kind == "boolean" and value in ("true", "false"):
-            return value == "true"
-    except ValueError:
-        pass
+    if kind == "integer" and _INTEGER.fullmatch(value):
+        number = int(value)
+        return number if -MAX_SAFE_NUMBER <= number <= MAX_SAFE_NUMBER else value
+    if kind == "number" and _NUMBER.fullmatch(value):
+        number = float(value)
+        return number if abs(number) <= MAX_SAFE_NUMBER else value
+    if kind == "boolean" and value in ("true", "false"):
+        return value == "true"
     return value
 
 
 def parse_query(request: web.Request, validator: Draft202012Validator | None) -> dict[str, Any]:
     props = (validator.schema.get("properties") or {}) if validator else {}
+    try:
+        # From the raw string: request.query would hide repeats and turn bad UTF-8 into U+FFFD.
+        pairs = _pairs(request.rel_url.raw_query_string, strict=False)
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid("Malformed query string (too many parameters, or not UTF-8)") from None
     out: dict[str, Any] = {}
-    for key in request.query:
-        if key in out:
-            raise _invalid(f"Query parameter {key!r} appears more than once", key)
-        value = request.query[key]
+    for key, value in _unique(pairs, "Query parameter").items():
         if "\x00" in value or "\x00" in key:
             raise _invalid("NUL characters are not allowed", key)
         out[key] = _coerce(value, props.get(key, {}))
     return out
 
 
-def _message(err: Any) -> tuple[str, str]:
+def _messages(err: Any) -> list[tuple[str, str]]:
     path = ".".join(str(p) for p in err.absolute_path)
     v, arg = err.validator, err.validator_value
     if v == "required":
-        missing = next((name for name in arg if name not in (err.instance or {})), "")
-        return (f"{path}.{missing}" if path else missing), "is required"
+        # jsonschema raises one error per missing name, each carrying the whole list: name them all
+        # here and let validate() drop the repeats.
+        missing = [name for name in arg if name not in (err.instance or {})]
+        return [((f"{path}.{name}" if path else name), "is required") for name in missing]
     if v == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        return path, f"unknown field(s): {', '.join(extra)}"
+        return [(path, f"unknown field(s): {', '.join(extra)}")]
     messages = {
         "type": lambda: f"must be of type {arg if isinstance(arg, str) else ' or '.join(arg)}",
         "minLength": lambda: f"must be at least {arg} characters",
@@ -143,7 +183,7 @@ def _message(err: Any) -> tuple[str, str]:
         "minProperties": lambda: f"must have at least {arg} fields",
         "maxProperties": lambda: f"must have at most {arg} fields",
     }
-    return path, messages.get(v, lambda: "is invalid")()
+    return [(path, messages.get(v, lambda: "is invalid")())]
 
 
 def validate(validator: Draft202012Validator | None, data: Any, where: str) -> None:
@@ -151,10 +191,11 @@ def validate(validator: Draft202012Validator | None, data: Any, where: str) -> N
         return
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
-        details = []
+        details: list[dict[str, str]] = []
         for err in errors:
-            path, message = _message(err)
-            details.append({"path": path, "message": message})
+            for path, message in _messages(err):
+                if {"path": path, "message": message} not in details:
+                    details.append({"path": path, "message": message})
         first = details[0]
         summary = f"{where} {first['path'] or '(root)'} {first['message']}" if first["path"] else f"{where} {first['message']}"
         raise ApiError(400, f"Invalid {summary}", "invalid_request", details=details)

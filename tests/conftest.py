@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -31,7 +32,7 @@ APP_ORIGIN = "http://app.test"
 TWILIO = dict(
     twilio_account_sid="AC" + "1" * 32,
     twilio_api_key_sid="SK" + "2" * 32,
-    twilio_api_key_secret="test-twilio-api-key-secret",
+    twilio_api_key_secret="test-twilio-api-key-secret-0123456789abcdef",
     twilio_twiml_app_sid="AP" + "3" * 32,
 )
 PASSWORD = "correct horse battery staple"
@@ -56,6 +57,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     asyncio.run(migrate(dsn))
     yield dsn
     pg.stop()
+    # As root, a cluster the unprivileged server user could not reach lives under /var/tmp; drop it.
+    if pg.cluster_dir and str(pg.cluster_dir).startswith("/var/tmp/gateway-pg/"):
+        shutil.rmtree(pg.cluster_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +175,28 @@ def assert_error(body: dict[str, Any], code: str) -> None:
     """The one error shape."""
     assert isinstance(body.get("error"), str) and body["error"], body
     assert body.get("code") == code, body
+
+
+# ---- the route-coverage guard (tests/test_zz_every_route_is_tested.py) ------------------------------
+# It runs last and judges only a run that could have called every route: all test files collected,
+# no -k/-m/--deselect/--lf/--sw and no single-test node ids.
+FULL_RUN = pytest.StashKey[bool]()
+_ROUTE_GUARD_FILE = "test_zz_every_route_is_tested.py"
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m, --lf... have deselected what they deselect
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    guard = [item for item in items if item.path.name == _ROUTE_GUARD_FILE]
+    items[:] = [item for item in items if item.path.name != _ROUTE_GUARD_FILE] + guard
+    on_disk = {p.name for p in Path(__file__).resolve().parent.glob("test_*.py")}
+    collected = {item.path.name for item in items}
+    option = config.option
+    config.stash[FULL_RUN] = (
+        on_disk <= collected
+        and not getattr(option, "keyword", "")
+        and not getattr(option, "markexpr", "")
+        and not getattr(option, "deselect", None)
+        and not getattr(option, "lf", False)
+        and not getattr(option, "stepwise", False)
+        and not any("::" in str(arg) for arg in config.args)
+    )

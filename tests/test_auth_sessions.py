@@ -479,8 +479,6 @@ async def test_login_throttle_counts_the_form_post_too(client, db, signup):
     assert_throttled(resp, await resp.json())
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/pipeline.py _limit_value casefolds body.email but does not NFKC-normalise it, "
-                                       "so full-width spellings of one account count separately (reported)")
 async def test_login_throttle_per_account_covers_full_width_spellings(client, db):
     assert (await client.post("/api/auth/register", json={
         "name": "A", "email": "alice@example.com", "password": PASSWORD, "organizationName": "A"})).status == 201

@@ -15,7 +15,6 @@ PHONE = "+15551230001"
 
 # conftest's TWILIO secret is 26 bytes; real API key secrets are 32 characters, so PyJWT's
 # short-key warning is noise here.
-pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 
 async def pro_org(signup, db, name="Acme Dental", phone=PHONE, plan="PRO"):
