@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from gateway import db as gdb
-from gateway.cache import SessionCache
+from gateway.cache import TokenCache
 from gateway.config import Config, ConfigError, load_config
 from gateway.config_diff import diff_configs
 from gateway.handlers import load_handlers
@@ -35,7 +35,9 @@ class Services:
     config: Config
     pool: asyncpg.Pool = None  # type: ignore[assignment]
     listener: gdb.Listener | None = None
-    session_cache: SessionCache = None  # type: ignore[assignment]
+    session_cache: TokenCache = None  # type: ignore[assignment]
+    embed_token_cache: TokenCache = None  # type: ignore[assignment]
+    rate_leases: ratelimit.Leases = field(default_factory=ratelimit.Leases)
     sandboxed: dict[str, str] = field(default_factory=dict)  # service -> why (credentials unset)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -56,6 +58,7 @@ class Services:
                     log.error("config.reload_failed", problems=[str(p) for p in exc.problems])
             return
         self.session_cache.apply(event)
+        self.embed_token_cache.apply(event)
 
 
 async def _purge_loop(services: Services) -> None:
@@ -81,8 +84,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = services.settings
     assert settings.database_url, "DATABASE_URL must be resolved before the app starts"
     services.pool = await gdb.create_pool(settings.database_url)
-    services.listener = gdb.Listener(settings.database_url, services.on_event, lambda: services.session_cache.clear())
-    services.session_cache = SessionCache(settings.session_cache_seconds, lambda: bool(services.listener and services.listener.healthy))
+    def listener_reconnected() -> None:  # events may have been missed: trust nothing cached
+        services.session_cache.clear()
+        services.embed_token_cache.clear()
+
+    services.listener = gdb.Listener(settings.database_url, services.on_event, listener_reconnected)
+    trusted = lambda: bool(services.listener and services.listener.healthy)  # noqa: E731
+    services.session_cache = TokenCache(settings.session_cache_seconds, trusted)
+    services.embed_token_cache = TokenCache(settings.session_cache_seconds, trusted)
     services.listener.start()
     services.background.append(asyncio.create_task(_purge_loop(services), name="housekeeping"))
     loop = asyncio.get_running_loop()

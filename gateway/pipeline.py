@@ -112,7 +112,7 @@ async def _count(ctx: Ctx, before_auth: bool) -> None:
             if value is not None:
                 hits.append((limit, value))
     if hits:
-        await ratelimit.hit(ctx.db, hits, ctx.settings.rate_limit_multiplier)
+        await ratelimit.hit(ctx.db, hits, ctx.settings.rate_limit_multiplier, leases=ctx.services.rate_leases)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

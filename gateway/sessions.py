@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import db as gdb
 from gateway import security
-from gateway.cache import SessionCache
+from gateway.cache import TokenCache
 from gateway.settings import Settings
 from gateway.store import sessions as session_store
 
@@ -37,7 +37,7 @@ def clear_cookie(resp: web.StreamResponse, settings: Settings) -> None:
     resp.del_cookie(settings.session_cookie_name, path="/", secure=settings.https, httponly=True, samesite="Lax")
 
 
-async def announce_ended(conn: Any, cache: SessionCache, hashes: list[bytes]) -> None:
+async def announce_ended(conn: Any, cache: TokenCache, hashes: list[bytes]) -> None:
     """Evict ended sessions here at once, and in every other process through NOTIFY (sent at commit)."""
     if hashes:
         event = {"kind": "sessions_ended", "hashes": [h.hex() for h in hashes]}
@@ -45,19 +45,19 @@ async def announce_ended(conn: Any, cache: SessionCache, hashes: list[bytes]) ->
         await gdb.notify(conn, event)
 
 
-def forget(cache: SessionCache, hashes: list[bytes]) -> None:
+def forget(cache: TokenCache, hashes: list[bytes]) -> None:
     """Evict again once the deleting transaction has committed: a request of this process that read
     the row before the commit may have cached it after the first eviction."""
     if hashes:
         cache.apply({"kind": "sessions_ended", "hashes": [h.hex() for h in hashes]})
 
 
-async def end(conn: Any, cache: SessionCache, token_hash: bytes) -> None:
+async def end(conn: Any, cache: TokenCache, token_hash: bytes) -> None:
     await session_store.delete(conn, token_hash)
     await announce_ended(conn, cache, [token_hash])
 
 
-async def end_all_for_user(conn: Any, cache: SessionCache, user_id: UUID, keep: bytes | None = None) -> list[bytes]:
+async def end_all_for_user(conn: Any, cache: TokenCache, user_id: UUID, keep: bytes | None = None) -> list[bytes]:
     """End every session of a user but ``keep``; inside a transaction, call ``forget`` after it commits."""
     hashes = await session_store.delete_for_user(conn, user_id, keep)
     await announce_ended(conn, cache, hashes)

@@ -5,8 +5,10 @@ configured refuses every request (fail closed). Secrets are compared in constant
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+from uuid import UUID
 
 from gateway import security
 from gateway.context import ANONYMOUS, Ctx, Principal
@@ -21,7 +23,24 @@ class CachedSession:
     principal: Principal
     plan: str | None
     status: str
-    session_expires_ts: float
+    expires_ts: float
+
+    @property
+    def organization_id(self) -> UUID | None:
+        return self.principal.organization_id
+
+    @property
+    def user_id(self) -> UUID | None:
+        return self.principal.user_id
+
+
+@dataclass
+class CachedEmbedToken:
+    row: Any  # the token with its organization's plan, status, name and number
+    organization_id: UUID
+    user_id: None = None
+    expires_ts: float = math.inf  # embed tokens do not expire; revocation evicts them
+    last_touched: float = 0.0  # monotonic time this process last recorded a use
 
 
 def session_token(ctx: Ctx) -> str | None:
@@ -36,6 +55,7 @@ async def load_session(ctx: Ctx) -> CachedSession | None:
     cache = ctx.services.session_cache
     cached = cache.get(digest)
     if cached is None:
+        generation = cache.generation
         row = await session_store.lookup(ctx.db, digest)
         if row is None:
             return None
@@ -53,9 +73,9 @@ async def load_session(ctx: Ctx) -> CachedSession | None:
             ),
             plan=row["plan"],
             status=row["status"],
-            session_expires_ts=row["expires_at"].timestamp(),
+            expires_ts=row["expires_at"].timestamp(),
         )
-        cache.put(digest, cached)
+        cache.put(digest, cached, generation)
     return cached
 
 
@@ -115,9 +135,17 @@ async def embed_token(ctx: Ctx) -> Principal:
     host = origins.origin_host(ctx.request.headers.get("Origin"))
     if host is None:
         raise ApiError(403, "Embed tokens work only from a web page (http or https Origin)", "origin_not_allowed")
-    row = await embed_store.find_active(ctx.db, security.token_hash(token))
-    if row is None:
-        raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
+    digest = security.token_hash(token)
+    cache = ctx.services.embed_token_cache
+    cached = cache.get(digest)
+    if cached is None:
+        generation = cache.generation
+        row = await embed_store.find_active(ctx.db, digest)
+        if row is None:
+            raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
+        cached = CachedEmbedToken(row=row, organization_id=row["organization_id"])
+        cache.put(digest, cached, generation)
+    row = cached.row
     if not origins.host_allowed(host, row["allowed_domains"]):
         raise ApiError(403, "This embed token may not be used from this website", "origin_not_allowed")
     if row["status"] == "SUSPENDED":
@@ -125,7 +153,7 @@ async def embed_token(ctx: Ctx) -> Principal:
     if row["status"] == "CANCELLED":  # a cancelled subscription serves no website visitors
         raise ApiError(403, "This organization's service has ended", "organization_cancelled")
     ctx.plan, ctx.org_status = row["plan"], row["status"]
-    ctx.extras["embed_token"] = row
+    ctx.extras["embed_token"] = cached
     return Principal(kind="embed_token", organization_id=row["organization_id"], embed_token_id=row["id"])
 
 

@@ -148,3 +148,40 @@ async def test_trusted_forwarded_for_counts_the_address_our_proxy_saw(make_clien
     assert await status("203.0.113.8") == 400
     assert await status("203.0.113.9,") == 400  # a trailing comma: the peer address, not an empty key
     assert await status(" ,") == 429  # the peer address again, already counted
+
+
+async def test_leases_reserve_slices_and_never_admit_more_than_the_limit(db: Any) -> None:
+    """Two processes (two Leases) on one counter: each reserves 1/20th of the limit at a time,
+    spends it without a round trip, and together they admit exactly the limit."""
+    limit = RateLimit(name="leased", key="user", limit=100, per_seconds=60)
+    one, two = ratelimit.Leases(), ratelimit.Leases()
+    admitted = refused = 0
+    for i in range(130):
+        try:
+            await ratelimit.hit(db, [(limit, "u")], now=WINDOW + i * 0.1, leases=one if i % 3 else two)
+            admitted += 1
+        except ApiError as err:
+            assert err.status == 429
+            refused += 1
+        if i == 0:  # the first request reserved a slice of 5 in the shared counter
+            assert await db.fetchval("SELECT count FROM rate_counters") == 5
+    assert admitted == 100 and refused == 30
+
+
+async def test_leases_count_small_limits_request_by_request(db: Any) -> None:
+    limit = RateLimit(name="small", key="ip", limit=10, per_seconds=60)  # under 40: slices of 1
+    leases = ratelimit.Leases()
+    for i in range(10):
+        await ratelimit.hit(db, [(limit, "k")], now=WINDOW, leases=leases)
+        assert await db.fetchval("SELECT count FROM rate_counters") == i + 1
+    with pytest.raises(ApiError):
+        await ratelimit.hit(db, [(limit, "k")], now=WINDOW, leases=leases)
+
+
+async def test_leases_end_with_their_window(db: Any) -> None:
+    limit = RateLimit(name="windowed", key="ip", limit=40, per_seconds=60)  # slices of 2
+    leases = ratelimit.Leases()
+    await ratelimit.hit(db, [(limit, "k")], now=WINDOW, leases=leases)  # reserves 2, spends 1
+    await ratelimit.hit(db, [(limit, "k")], now=WINDOW + 60, leases=leases)  # new window: new slice
+    rows = await db.fetch("SELECT count FROM rate_counters ORDER BY window_start")
+    assert [r["count"] for r in rows] == [2, 2]

@@ -1,20 +1,21 @@
 """The widget token exchange: embed token + allowed Origin -> Twilio Voice access token."""
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import jwt
 import pytest
 
 from providers import twilio_tokens
-from tests.conftest import TWILIO, assert_error
+from gateway import security
+from gateway.pipeline import SERVICES
+from tests.conftest import ADMIN_KEY, TWILIO, assert_error
 
 URL = "/api/widget/token"
 SITE = "https://www.acme-dental.com"
 PHONE = "+15551230001"
-
-# conftest's TWILIO secret is 26 bytes; real API key secrets are 32 characters, so PyJWT's
-# short-key warning is noise here.
 
 
 async def pro_org(signup, db, name="Acme Dental", phone=PHONE, plan="PRO"):
@@ -161,7 +162,7 @@ async def test_preflight_from_any_origin_is_204_before_auth(client, db):
     assert resp.status == 403
 
 
-async def test_last_used_is_set_on_first_use_then_throttled(client, signup, db):
+async def test_last_used_is_set_on_first_use_then_throttled(client, signup, db, monkeypatch):
     t = await pro_org(signup, db)
     made = await new_token(client, t)
     token_id = uuid.UUID(made["id"])
@@ -174,8 +175,10 @@ async def test_last_used_is_set_on_first_use_then_throttled(client, signup, db):
     # Within a minute: no new write.
     assert (await exchange(client, made["token"])).status == 200
     assert await db.fetchval("SELECT last_used_at FROM embed_tokens WHERE id = $1", token_id) == first
-    # Older than a minute: refreshed.
+    # Older than a minute (in the database and in this process's memory of its last write): refreshed.
     await db.execute("UPDATE embed_tokens SET last_used_at = now() - interval '2 minutes' WHERE id = $1", token_id)
+    later = time.monotonic() + 120
+    monkeypatch.setattr("gateway.handlers.widget.time.monotonic", lambda: later)
     stale = await db.fetchval("SELECT last_used_at FROM embed_tokens WHERE id = $1", token_id)
     assert (await exchange(client, made["token"])).status == 200
     assert await db.fetchval("SELECT last_used_at FROM embed_tokens WHERE id = $1", token_id) > stale
@@ -238,16 +241,23 @@ async def test_downgraded_suspended_or_cancelled_organizations_are_refused(clien
     t = await pro_org(signup, db)
     token = (await new_token(client, t))["token"]
     org = uuid.UUID(t.org_id)
+    assert (await exchange(client, token)).status == 200  # the token's lookup is now cached
+
+    async def admin_patch(change: dict) -> None:
+        # Through the admin API, as in production: it tells every process's cache about the change.
+        resp = await client.patch(f"/api/admin/organizations/{org}", json=change, headers={"x-admin-key": ADMIN_KEY})
+        assert resp.status == 200, await resp.text()
+
     for column, value, code in (("plan", "STARTER", "plan_upgrade_required"), ("plan", None, "plan_upgrade_required"),
                                 ("status", "SUSPENDED", "organization_suspended"),
                                 ("status", "CANCELLED", "organization_cancelled")):
-        await db.execute("UPDATE organizations SET plan = 'PRO', status = 'ACTIVE' WHERE id = $1", org)
-        await db.execute(f"UPDATE organizations SET {column} = $1 WHERE id = $2", value, org)
+        await admin_patch({"plan": "PRO", "status": "ACTIVE"})
+        await admin_patch({column: value})
         resp = await exchange(client, token)
         assert resp.status == 403, (column, value)
         assert_error(await resp.json(), code)
         assert resp.headers["Access-Control-Allow-Origin"] == SITE
-    await db.execute("UPDATE organizations SET plan = 'PRO', status = 'ACTIVE' WHERE id = $1", org)
+    await admin_patch({"plan": "PRO", "status": "ACTIVE"})
     assert (await exchange(client, token)).status == 200
 
 
@@ -271,3 +281,32 @@ async def test_tenant_isolation(client, signup, db):
     # Only A's token was touched by A's exchanges.
     rows = await db.fetch("SELECT organization_id, last_used_at FROM embed_tokens")
     assert all(r["last_used_at"] is not None for r in rows)
+
+
+async def test_revocation_is_immediate_even_when_the_token_is_cached(make_client, signup, db):
+    """Two gateway processes (two apps on one database): each caches token lookups; a revocation
+    made through one is refused by both at once (the other learns it through LISTEN/NOTIFY)."""
+    one, two = await make_client(), await make_client()
+    for app_client in (one, two):
+        services = app_client.server.app[SERVICES]
+        for _ in range(100):  # the cache is used only once the listener is connected
+            if services.listener.healthy:
+                break
+            await asyncio.sleep(0.05)
+    t = await pro_org(signup, db)
+    made = await new_token(one, t)
+    assert (await exchange(one, made["token"])).status == 200
+    assert (await exchange(two, made["token"])).status == 200
+    assert two.server.app[SERVICES].embed_token_cache.get(security.token_hash(made["token"])) is not None
+    resp = await one.delete("/api/embed-token", params={"id": made["id"]}, headers=t.auth)
+    assert resp.status == 200
+    resp = await exchange(one, made["token"])
+    assert resp.status == 403
+    assert_error(await resp.json(), "invalid_embed_token")
+    for _ in range(100):
+        resp = await exchange(two, made["token"])
+        if resp.status == 403:
+            break
+        await asyncio.sleep(0.02)
+    assert resp.status == 403
+    assert_error(await resp.json(), "invalid_embed_token")

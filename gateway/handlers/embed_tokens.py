@@ -11,6 +11,7 @@ from uuid import UUID
 from aiohttp import web
 
 from gateway import security
+from gateway import db as gdb
 from gateway.context import Ctx
 from gateway.errors import ApiError, json_response, not_found
 from gateway.handlers import handler
@@ -91,6 +92,12 @@ async def revoke_token(ctx: Ctx) -> dict:
         token_id = UUID(str(ctx.query["id"]))
     except ValueError:
         raise not_found("No such embed token") from None
-    if not await store.revoke(ctx.db, ctx.org_id, token_id):
-        raise not_found("No such embed token")
+    async with ctx.db.acquire() as conn, conn.transaction():
+        token_hash = await store.revoke(conn, ctx.org_id, token_id)
+        if token_hash is None:
+            raise not_found("No such embed token")
+        # Every process caches token lookups; this evicts it everywhere (NOTIFY is sent at commit).
+        event = {"kind": "tokens_revoked", "hashes": [token_hash.hex()]}
+        await gdb.notify(conn, event)
+    ctx.services.embed_token_cache.apply(event)  # here, after the commit: no stale re-caching
     return {"revoked": True}

@@ -9,7 +9,7 @@ signing, because every widget load on every customer site lands here.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+import time
 
 from aiohttp import web
 
@@ -20,7 +20,6 @@ from gateway.store import embed_tokens as store
 from providers import twilio_tokens
 
 TTL_SECONDS = 3600
-_TOUCH_AFTER = timedelta(seconds=store.LAST_USED_RESOLUTION_SECONDS)
 
 
 @handler
@@ -30,9 +29,13 @@ async def exchange(ctx: Ctx) -> web.Response:
         raise ApiError(503, "Browser calling is not configured on this server", "provider_not_configured")
     # An organization without a number yet still gets a token (phoneNumber null): the widget can
     # show "not available yet", and the sandbox quick start works before any number is provisioned.
-    row = ctx.extras["embed_token"]
-    last_used = row["last_used_at"]
-    if last_used is None or last_used < datetime.now(timezone.utc) - _TOUCH_AFTER:
+    cached = ctx.extras["embed_token"]
+    row = cached.row
+    now = time.monotonic()
+    if now - cached.last_touched > store.LAST_USED_RESOLUTION_SECONDS:
+        # The row may come from this process's cache: remember locally when we last recorded a
+        # use; the UPDATE's own condition settles races between processes.
+        cached.last_touched = now
         await store.touch(ctx.db, ctx.org_id, row["id"])
     org_id = ctx.org_id
     identity = f"widget-{org_id.hex[:8]}-{secrets.token_hex(6)}"

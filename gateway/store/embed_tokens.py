@@ -51,15 +51,14 @@ async def create(conn: Any, org_id: UUID, token_hash: bytes, prefix: str, label:
     )
 
 
-async def revoke(conn: Any, org_id: UUID, token_id: UUID) -> bool:
-    """True when this organization's active token was revoked now; False for unknown, another
-    organization's, or already revoked."""
-    row = await conn.fetchrow(
+async def revoke(conn: Any, org_id: UUID, token_id: UUID) -> bytes | None:
+    """The revoked token's hash when this organization's active token was revoked now; None for
+    unknown, another organization's, or already revoked."""
+    return await conn.fetchval(
         """UPDATE embed_tokens SET revoked_at = now()
-            WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL RETURNING id""",
+            WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL RETURNING token_hash""",
         token_id, org_id,
     )
-    return row is not None
 
 
 async def touch(conn: Any, org_id: UUID, token_id: UUID) -> None:
