@@ -114,7 +114,6 @@ CASES = {
     "magic-link: empty token": ("GET", "/api/auth/magic-link?token=", {}, "token"),
     "magic-link: token too short": ("GET", "/api/auth/magic-link?token=abc", {}, "token"),
     "magic-link: token twice": ("GET", "/api/auth/magic-link?token=abcdefghijkl&token=mnopqrstuvwx", {}, "token"),
-    "magic-link: unknown parameter": ("GET", "/api/auth/magic-link?token=abcdefghijkl&next=https://evil.example", {}, ""),
 }
 
 
@@ -188,9 +187,13 @@ async def test_a_bad_query_does_not_burn_a_magic_link(client, db, signup):
         "VALUES ($1, 'magic_link', $2, $3, now() + interval '15 minutes')",
         security.token_hash(token), uuid.UUID(t.user_id), uuid.UUID(t.org_id),
     )
-    resp = await client.get("/api/auth/magic-link", params={"token": token, "utm_source": "mail"}, allow_redirects=False)
+    resp = await client.get(f"/api/auth/magic-link?token={token}&token={token}", allow_redirects=False)
     assert resp.status == 400
     assert_error(await resp.json(), "invalid_request")
     assert token not in await resp.text()
     assert await db.fetchval("SELECT used_at FROM auth_tokens") is None
-    assert (await client.get("/api/auth/magic-link", params={"token": token}, allow_redirects=False)).status == 302
+    # Tracking parameters that mail providers append are ignored, and cannot steer the redirect.
+    resp = await client.get("/api/auth/magic-link", params={"token": token, "utm_source": "mail",
+                                                           "next": "https://evil.example"}, allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == "http://gateway.test/dashboard"
