@@ -16,7 +16,7 @@ from gateway.cache import TokenCache
 from gateway.config import Config, ConfigError, load_config
 from gateway.config_diff import diff_configs
 from gateway.handlers import load_handlers
-from gateway.pipeline import SERVICES, dispatch, envelope
+from gateway.pipeline import SERVICES, handle
 from gateway.settings import Settings
 from policies import ratelimit
 from policies.auth import METHODS
@@ -112,9 +112,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, config: Config, sandboxed: dict[str, str] | None = None) -> web.Application:
-    app = web.Application(middlewares=[envelope], client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=32 * 1024 * 1024)
     app[SERVICES] = Services(settings=settings, config=config, sandboxed=dict(sandboxed or {}))
     app.cleanup_ctx.append(_services_ctx)
     # One catch-all: routing is data (config.match), so a reload can change it without restart.
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -73,6 +73,7 @@ class Route:
     body_validator: Draft202012Validator | None
     pattern: re.Pattern[str] | None  # None for a path without {params}
     line: int = 0
+    empty_query_ok: bool = True  # decided once here, so a request without a query skips validation
 
     @property
     def takes_body(self) -> bool:
@@ -268,6 +269,7 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
                 body_validator=validators.get("body"),
                 pattern=pattern,
                 line=at(),
+                empty_query_ok=validators.get("query") is None or validators["query"].is_valid({}),
             )
         )
     for name in sorted(set(handlers) - used_handlers):

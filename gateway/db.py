@@ -39,12 +39,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _keep_session_state(conn: asyncpg.Connection) -> None:
+    """Pool connections carry no session state to undo: no LISTEN (the listener has its own
+    connection), no SET, no session-level advisory locks (jobs use transaction-scoped ones). So
+    skip asyncpg's default reset, which costs a round trip (UNLISTEN *; RESET ALL; ...) on every
+    release. asyncpg still rolls back a transaction left open before calling this."""
+
+
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session_state,
         command_timeout=15,
         timeout=5,  # connect timeout: a dead database answers 503 quickly
         max_inactive_connection_lifetime=300,

@@ -13,6 +13,8 @@ Public suffixes (``*.co.uk``) are not detected: that needs the public suffix lis
 """
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -138,6 +140,7 @@ def host_of_website(url: str | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # a site's visitors all send the same few Origin values
 def origin_host(origin: str | None) -> str | None:
     """The hostname of a browser Origin header (``scheme://host[:port]``), or None when the header
     is missing, ``null``, not http(s), or not a well-formed serialised origin."""

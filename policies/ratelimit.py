@@ -13,6 +13,7 @@ logins) get slices of 1, so they are counted exactly, request by request, in Pos
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -56,6 +57,7 @@ class Leases:
         self._left[(key, start)] = (left + count, end)
 
 
+@functools.lru_cache(maxsize=8192)  # a hash per limit per request otherwise
 def counter_key(limit: RateLimit, value: str) -> str:
     digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
     return f"{limit.name}:{digest}"

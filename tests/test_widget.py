@@ -86,6 +86,28 @@ def test_signing_is_local_and_bounded():
             twilio_tokens.voice_access_token(creds, "x", ttl=ttl)
 
 
+def test_token_matches_what_the_official_twilio_sdk_produces():
+    """Our encoder must say exactly what twilio's AccessToken + VoiceGrant say."""
+    from twilio.jwt.access_token import AccessToken
+    from twilio.jwt.access_token.grants import VoiceGrant
+
+    secret = "k" * 32
+    creds = twilio_tokens.VoiceCredentials("AC" + "1" * 32, "SK" + "2" * 32, secret, "AP" + "3" * 32)
+    for params in (None, {"organizationId": "org-1"}):
+        ours = twilio_tokens.voice_access_token(creds, "widget-abc", ttl=3600, params=params, now=1_700_000_000)
+        sdk = AccessToken(creds.account_sid, creds.api_key_sid, secret, identity="widget-abc",
+                          nbf=1_700_000_000, valid_until=1_700_003_600)
+        sdk.add_grant(VoiceGrant(outgoing_application_sid=creds.twiml_app_sid, outgoing_application_params=params))
+        reference = sdk.to_jwt()
+        assert jwt.get_unverified_header(ours) == jwt.get_unverified_header(reference)
+        mine = jwt.decode(ours, secret, algorithms=["HS256"], options={"verify_exp": False})
+        theirs = jwt.decode(reference, secret, algorithms=["HS256"], options={"verify_exp": False})
+        # jti is "<API key sid>-<issue time>"; the SDK takes the wall clock there, we take nbf.
+        assert mine.pop("jti") == f"{creds.api_key_sid}-1700000000"
+        assert theirs.pop("jti").startswith(f"{creds.api_key_sid}-")
+        assert mine == theirs
+
+
 async def test_origin_must_match_the_allow_list(client, signup, db):
     t = await pro_org(signup, db)
     token = (await new_token(client, t, domains=["example.com", "*.shop.example.net"]))["token"]
