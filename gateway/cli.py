@@ -101,6 +101,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    """Print the newest emails of the outbox (until the mail worker delivers them, that is where
+    welcome, reset and magic-link emails wait). Uses DATABASE_URL, or the running embedded database."""
+    import asyncpg
+
+    settings = load_settings()
+    dsn = settings.database_url
+    dsn_file = settings.data_dir / "postgres" / "dsn"
+    if not dsn:
+        if not dsn_file.exists():
+            print(f"no DATABASE_URL and no running embedded database ({dsn_file} is missing): start `make run` first",
+                  file=sys.stderr)
+            return 1
+        dsn = dsn_file.read_text().strip()
+
+    async def show() -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            rows = await conn.fetch(
+                "SELECT id, created_at, to_address, subject, body_text, sent_at FROM outbox ORDER BY id DESC LIMIT $1",
+                args.limit)
+        finally:
+            await conn.close()
+        for row in reversed(rows):
+            state = f"sent {row['sent_at']:%Y-%m-%d %H:%M}" if row["sent_at"] else "not sent yet"
+            print(f"#{row['id']}  {row['created_at']:%Y-%m-%d %H:%M:%S}  to {row['to_address']}  ({state})")
+            print(f"Subject: {row['subject']}\n\n{row['body_text']}\n{'-' * 72}")
+
+    asyncio.run(show())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(fn=_check)
     sub.add_parser("serve", help="run the gateway (embedded PostgreSQL when DATABASE_URL is unset)").set_defaults(fn=_serve)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(fn=_migrate)
+    outbox = sub.add_parser("outbox", help="print the newest emails waiting in (or sent from) the outbox")
+    outbox.add_argument("--limit", type=int, default=5)
+    outbox.set_defaults(fn=_outbox)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Collection, Mapping
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
+from policies.schema_dialect import RequestValidator
 from gateway.plans import Plans, build_plans
 from gateway.yamlsource import Problem, line_of, load_yaml
 
@@ -239,7 +240,7 @@ def _build(endpoints: Any, plans_data: Any, ep_name: str, pl_name: str, handlers
             if part in raw:
                 try:
                     Draft202012Validator.check_schema(raw[part])
-                    validators[part] = Draft202012Validator(raw[part], format_checker=FormatChecker())
+                    validators[part] = RequestValidator(raw[part], format_checker=FormatChecker())
                 except SchemaError as exc:
                     where = "/".join(str(p) for p in exc.path)
                     route_problems.append(Problem(ep_name, line_of(endpoints, ["routes", i, part, *exc.path]), f"{part} schema{' at ' + where if where else ''}: {exc.message}"))

@@ -242,6 +242,9 @@ class EmbeddedPostgres:
             self.stop()
             raise
         self._dsn = f"postgresql://{USER}:{urllib.parse.quote(password, safe='')}@127.0.0.1:{port}/{DATABASE}"
+        # For tools (psql, `gateway outbox`) while the server runs; readable only by its owner.
+        with os.fdopen(os.open(self.dsn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(self._dsn + "\n")
         self._log(f"embedded PostgreSQL ready on 127.0.0.1:{port} (data in {cluster})")
         return self._dsn
 
@@ -259,8 +262,14 @@ class EmbeddedPostgres:
         self.stop()
         raise RuntimeError(f"embedded PostgreSQL not ready after {timeout:.0f}s; tail:\n{self._log_tail()}")
 
+    @property
+    def dsn_file(self) -> pathlib.Path:
+        return self.data_dir / "dsn"
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
+        if self._dsn is not None:
+            self.dsn_file.unlink(missing_ok=True)
         self._dsn = None
         atexit.unregister(self.stop)
         if proc is None or proc.poll() is not None:

@@ -49,8 +49,23 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _scrub(value: Any) -> Any:
+    """Make strings that carry surrogate escapes (bytes that were not UTF-8 in a header or path,
+    echoed in an error message) serialisable, replacing what cannot be shown."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    body = orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        body = orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # a str with surrogate escapes: only ever on odd input, so only then scrubbed
+        body = orjson.dumps(_scrub(data), default=_default, option=orjson.OPT_NON_STR_KEYS)
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "api_key", "apikey", "key")
 
@@ -54,3 +55,20 @@ def configure_logging(level: str = "info") -> None:
     )
     # Libraries that use the stdlib logger (aiohttp, asyncpg) go to stderr at warning and above.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(_MalformedRequestFilter())
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot even parse (a 9 KB request line, bytes that are not HTTP)
+    with a traceback whose message quotes the raw request line, query string and its one-time
+    tokens included. That is a client's mistake, not ours: log one JSON line without the text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            structlog.get_logger("gateway.access").warning(
+                "malformed_http_request", error=type(exc).__name__, status=getattr(exc, "code", 400))
+            return False
+        return True

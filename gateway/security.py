@@ -39,15 +39,21 @@ def new_token(prefix: str = "") -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
+def _bytes(text: str) -> bytes:
+    # Header values that were not UTF-8 on the wire reach us with surrogate escapes (aiohttp decodes
+    # them with "surrogateescape"); encode them back the same way instead of failing with a 500.
+    return text.encode("utf-8", "surrogateescape")
+
+
 def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
+    return hashlib.sha256(_bytes(token)).digest()
 
 
 def same(a: str | None, b: str | None) -> bool:
     """Constant-time string equality; False when either side is missing."""
     if not a or not b:
         return False
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+    return hmac.compare_digest(_bytes(a), _bytes(b))
 
 
 def normalize_email(email: str) -> str:

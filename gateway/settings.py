@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _secret(name: str) -> str | None:
-    value = os.environ.get(name, "")
+    # HTTP strips spaces around header values, so a key with surrounding spaces could never match;
+    # strip it here, and a blank one counts as unset (fail closed).
+    value = os.environ.get(name, "").strip()
     return value or None
 
 

@@ -16,6 +16,8 @@ from gateway.settings import Settings
 
 def _is_real_origin(origin: str) -> bool:
     """``scheme://host[:port]`` exactly as browsers send it (no path, user info, query or fragment)."""
+    if not origin.isascii():  # browsers send IDN origins in punycode; anything else is forged
+        return False
     try:
         parts = urlsplit(origin)
         parts.port  # noqa: B018 - raises ValueError on a malformed port

@@ -116,6 +116,10 @@ async def read_body(request: web.Request, route: Route) -> tuple[bytes, Any]:
         # No body at all, whatever Content-Type a client library adds by default (fetch wrappers
         # often send "application/json" on every request): the schema then says what is missing.
         return raw, {} if route.body_validator is not None else None
+    if route.body_validator is None and "multipart/form-data" not in route.content_types and raw.strip() != b"{}":
+        # A route that declares no body takes none (an empty JSON object is tolerated): fields a
+        # client thinks it is sending must not be silently ignored.
+        raise _invalid("This route takes no request body")
     ctype = request.content_type
     if ctype not in route.content_types:
         raise ApiError(415, f"Content-Type must be {' or '.join(route.content_types)}", "unsupported_media_type")

@@ -288,3 +288,23 @@ async def test_compressed_bodies_are_limited_after_decompression(client: Any, ec
     resp = await client.post("/api/auth/register", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert resp.status == 413
     assert_error(await resp.json(), "payload_too_large")
+
+
+def test_patterns_use_ecma_end_of_string() -> None:
+    """`$` must not match before a trailing newline (Python's re would)."""
+    from policies.schema_dialect import RequestValidator, ecma_pattern
+
+    v = RequestValidator({"type": "string", "pattern": "^[A-Z]{2}$"})
+    assert v.is_valid("FR") and not v.is_valid("FR\n") and not v.is_valid("FRA")
+    assert ecma_pattern(r"^a\$[$]$").pattern == r"^a\$[$]\Z"  # escaped and in-class dollars stay
+
+
+async def test_trailing_newline_is_refused_by_a_route_pattern(client: Any, signup: Any, db: Any) -> None:
+    t = await signup()
+    resp = await client.put("/api/business-address", headers=t.auth, json={
+        "businessAddress": {"street": "1 rue", "city": "Paris", "country": "FR\n"}})
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["code"] == "invalid_request"
+    assert body["details"][0]["path"].startswith("businessAddress")  # inside a oneOf: the branch is reported
+    assert await db.fetchval("SELECT business_address FROM organizations") is None

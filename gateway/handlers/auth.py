@@ -78,11 +78,16 @@ async def forgot_password(ctx: Ctx) -> dict:
 
 @handler
 async def reset_password(ctx: Ctx) -> dict:
+    digest = security.token_hash(ctx.body["token"])
+    # A cheap look first, so that guessing tokens never costs a (deliberately slow) password hash;
+    # the consume below still decides, atomically.
+    if not await auth_tokens.peek(ctx.db, "password_reset", digest):
+        raise ApiError(400, "This reset link is invalid, used or expired", "invalid_token")
     new_hash = await security.hash_password(ctx.body["password"])
     cache = ctx.services.session_cache
     async with ctx.db.acquire() as conn:
         async with conn.transaction():
-            found = await auth_tokens.consume(conn, "password_reset", security.token_hash(ctx.body["token"]))
+            found = await auth_tokens.consume(conn, "password_reset", digest)
             if found is None:
                 raise ApiError(400, "This reset link is invalid, used or expired", "invalid_token")
             await users.set_password(conn, found["user_id"], new_hash)

@@ -7,7 +7,6 @@ the same statement), never with an echo of the input.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 import zoneinfo
 from functools import lru_cache
@@ -18,6 +17,7 @@ from gateway.context import Ctx
 from gateway.errors import ApiError
 from gateway.handlers import handler
 from gateway.store import organizations
+from policies import origins
 
 # Hours entered before a time zone was ever chosen are read in this zone (the product's home
 # market). A PUT without a time zone writes the effective one explicitly, so the stored hours
@@ -27,7 +27,6 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 _INFO_FIELDS = {"businessType": "business_type", "businessDescription": "business_description", "websiteUrl": "website_url"}
 # Zone files that exist on disk but mean nothing portable for a business.
 _NOT_A_PLACE = {"localtime", "Factory", "posixrules"}
-_LABEL = re.compile(r"^[^\W_](?:[\w-]{0,61}[^\W_])?$")  # letters or digits of any script, inner hyphens
 
 
 def _invalid(path: str, message: str, *more: dict[str, str]) -> ApiError:
@@ -46,14 +45,15 @@ async def _stored(ctx: Ctx, values: dict[str, Any] | None = None) -> Any:
 # ---- business info -----------------------------------------------------------------------------
 
 def _valid_host(host: str) -> bool:
-    if ":" in host:  # urlsplit strips the brackets of an IPv6 literal
-        try:
-            ipaddress.IPv6Address(host)
-            return True
-        except ValueError:
-            return False
-    labels = host.removesuffix(".").split(".")
-    return len(host) <= 253 and all(_LABEL.match(label) for label in labels)
+    # The same rules as embed-token allow-lists, so the website can always be the widget's default
+    # domain (policies/origins.py): real host names, localhost or IPv4; no wildcards.
+    if "*" in host:
+        return False
+    try:
+        origins.normalize_domain(host)
+    except origins.InvalidDomain:
+        return False
+    return True
 
 
 def website_problem(url: str) -> str | None:

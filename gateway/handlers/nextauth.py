@@ -7,6 +7,7 @@ without a CORS preflight, so JSON needs no CSRF token.
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from gateway.errors import ApiError, json_response, redirect
 from gateway.handlers import handler
 from gateway.store import users
 
+
+_OUR_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,100}")
 
 def _is_form(ctx: Ctx) -> bool:
     return ctx.request.content_type == "application/x-www-form-urlencoded"
@@ -64,7 +67,8 @@ def _user_json(principal_or_row: dict) -> dict:
 @handler
 async def csrf(ctx: Ctx) -> web.Response:
     existing = ctx.request.cookies.get(ctx.settings.csrf_cookie_name, "").split("|", 1)[0]
-    token = existing if 20 <= len(existing) <= 100 else security.new_token()
+    # Reuse the cookie's token only when it is one of ours (URL-safe text), never echo anything else.
+    token = existing if _OUR_TOKEN.fullmatch(existing) else security.new_token()
     resp = json_response({"csrfToken": token}, headers={"Cache-Control": "no-store"})
     resp.set_cookie(ctx.settings.csrf_cookie_name, f"{token}|{security.token_hash(token).hex()}", path="/",
                     httponly=True, samesite="Lax", secure=ctx.settings.https)
