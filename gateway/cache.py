@@ -12,7 +12,7 @@ A lookup that started before an invalidation must not store its (now stale) resu
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 from uuid import UUID
 
 
@@ -40,6 +40,17 @@ class TokenCache:
         if time.monotonic() - stored_at > self._ttl or value.expires_ts <= time.time():
             self._entries.pop(token_hash, None)
             return None
+        return value
+
+    async def get_or_load(self, token_hash: bytes, load: Callable[[], Awaitable[Any | None]]) -> Any | None:
+        """The cached value, else ``await load()`` (None: unknown token, not cached), stored unless
+        an invalidation happened while it was being read."""
+        value = self.get(token_hash)
+        if value is None:
+            generation = self.generation
+            value = await load()
+            if value is not None:
+                self.put(token_hash, value, generation)
         return value
 
     def put(self, token_hash: bytes, value: Cacheable, read_at_generation: int) -> None:

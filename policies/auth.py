@@ -62,31 +62,25 @@ async def load_session(ctx: Ctx) -> CachedSession | None:
     if not token or len(token) > 200:
         return None
     digest = security.token_hash(token)
-    cache = ctx.services.session_cache
-    cached = cache.get(digest)
-    if cached is None:
-        generation = cache.generation
+
+    async def load() -> CachedSession | None:
         row = await session_store.lookup(ctx.db, digest)
         if row is None:
             return None
-        cached = CachedSession(
-            principal=Principal(
-                kind="session",
-                organization_id=row["organization_id"],
-                user_id=row["user_id"],
-                email=row["email"],
-                name=row["name"],
-                role=row["role"],
-                must_change_password=row["must_change_password"],
-                session_hash=digest,
-                session_expires=row["expires_at"],
-            ),
-            plan=row["plan"],
-            status=row["status"],
-            expires_ts=row["expires_at"].timestamp(),
+        principal = Principal(
+            kind="session",
+            organization_id=row["organization_id"],
+            user_id=row["user_id"],
+            email=row["email"],
+            name=row["name"],
+            role=row["role"],
+            must_change_password=row["must_change_password"],
+            session_hash=digest,
+            session_expires=row["expires_at"],
         )
-        cache.put(digest, cached, generation)
-    return cached
+        return CachedSession(principal, row["plan"], row["status"], row["expires_at"].timestamp())
+
+    return await ctx.services.session_cache.get_or_load(digest, load)
 
 
 def _adopt(ctx: Ctx, found: CachedSession) -> Principal:
@@ -146,15 +140,14 @@ async def embed_token(ctx: Ctx) -> Principal:
     if host is None:
         raise ApiError(403, "Embed tokens work only from a web page (http or https Origin)", "origin_not_allowed")
     digest = security.token_hash(token)
-    cache = ctx.services.embed_token_cache
-    cached = cache.get(digest)
+
+    async def load() -> CachedEmbedToken | None:
+        found = await embed_store.find_active(ctx.db, digest)
+        return CachedEmbedToken(row=found, organization_id=found["organization_id"]) if found else None
+
+    cached = await ctx.services.embed_token_cache.get_or_load(digest, load)
     if cached is None:
-        generation = cache.generation
-        row = await embed_store.find_active(ctx.db, digest)
-        if row is None:
-            raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
-        cached = CachedEmbedToken(row=row, organization_id=row["organization_id"])
-        cache.put(digest, cached, generation)
+        raise ApiError(403, "This embed token is unknown or revoked", "invalid_embed_token")
     row = cached.row
     if not origins.host_allowed(host, row["allowed_domains"]):
         raise ApiError(403, "This embed token may not be used from this website", "origin_not_allowed")

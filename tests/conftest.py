@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 import pytest
-from aiohttp import web
+from aiohttp import DummyCookieJar, web
 
 from gateway import security
 from gateway.app import create_app, read_config
@@ -127,6 +127,17 @@ async def make_client(aiohttp_client: Any, db: asyncpg.Connection, settings: Set
     async def make(config_override: Any = None, **overrides: Any) -> Any:
         s = dataclasses.replace(settings, **overrides) if overrides else settings
         return await aiohttp_client(build_app(s, config_override or config))
+
+    return make
+
+
+@pytest.fixture
+def make_jarless(aiohttp_client: Any, db: asyncpg.Connection, settings: Settings, config: Any) -> Any:
+    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
+
+    async def make(**overrides: Any) -> Any:
+        s = dataclasses.replace(settings, **overrides) if overrides else settings
+        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
 
     return make
 

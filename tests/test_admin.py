@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import uuid
-from decimal import Decimal
 
 import pytest
 

@@ -2,30 +2,17 @@
 500, never a partial write, and never the password (or token) sent back."""
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
-from aiohttp import DummyCookieJar
 
 from gateway import security
-from tests.conftest import assert_error, build_app
+from tests.conftest import assert_error
 
 SECRET = "Hunter2-Secret-XYZ"  # a password; must never appear in a reply
 COOKIE = "next-auth.session-token"
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Nothing secret in the gateway's logs during sign-up, sign-in, reset, magic link and sign-out."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -9,27 +8,14 @@ import uuid
 
 import pytest
 import structlog
-from aiohttp import DummyCookieJar
 
 from gateway import security
 from gateway.logs import configure_logging
-from tests.conftest import build_app
 
 COOKIE = "next-auth.session-token"
 PASSWORD = "Log-Test-Password-0001"
 NEW_PASSWORD = "Log-Test-Password-0002"
 WRONG_PASSWORD = "Log-Test-Wrong-Guess-0003"
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

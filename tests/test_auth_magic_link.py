@@ -1,29 +1,16 @@
 """GET/HEAD /api/auth/magic-link: one-time, 15-minute sign-in links that HEAD probes do not burn."""
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
-from aiohttp import DummyCookieJar
 
 from gateway import security
 from gateway.store import auth_tokens
-from tests.conftest import PUBLIC_BASE_URL, assert_error, build_app
+from tests.conftest import PUBLIC_BASE_URL, assert_error
 
 COOKIE = "next-auth.session-token"
 URL = "/api/auth/magic-link"
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ tokens, links built from PUBLIC_BASE_URL only, and which sessions each change en
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import statistics
 import time
@@ -11,12 +10,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from aiohttp import DummyCookieJar
 
 from gateway import security
 from gateway.handlers import auth as auth_handlers
 from gateway.pipeline import SERVICES
-from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error, build_app
+from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error
 
 COOKIE = "next-auth.session-token"
 LOGIN = "/api/auth/callback/credentials"
@@ -29,17 +27,6 @@ FLOOR = auth_handlers.FORGOT_PASSWORD_FLOOR_SECONDS
 def no_forgot_password_floor(monkeypatch):
     """Forgot-password pads every reply to a fixed duration; only the timing test needs that."""
     monkeypatch.setattr(auth_handlers, "FORGOT_PASSWORD_FLOOR_SECONDS", 0.0)
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 
 import pytest
-from aiohttp import DummyCookieJar
 
 from gateway.store import outbox
-from tests.conftest import PUBLIC_BASE_URL, assert_error, build_app
+from tests.conftest import PUBLIC_BASE_URL, assert_error
 
 COOKIE = "next-auth.session-token"
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

@@ -3,35 +3,22 @@ server-side hashed sessions, the process cache, and login throttling."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 import pytest
-from aiohttp import DummyCookieJar
 from argon2 import PasswordHasher
 
 from gateway import security
 from gateway.pipeline import SERVICES
-from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error, build_app
+from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error
 
 COOKIE = "next-auth.session-token"
 CSRF_COOKIE = "next-auth.csrf-token"
 LOGIN = "/api/auth/callback/credentials"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def make_jarless(aiohttp_client, db, settings, config):
-    """Clients without a cookie jar: every request carries exactly the cookies the test names."""
-
-    async def make(**overrides):
-        s = dataclasses.replace(settings, **overrides) if overrides else settings
-        return await aiohttp_client(build_app(s, config), cookie_jar=DummyCookieJar())
-
-    return make
 
 
 @pytest.fixture

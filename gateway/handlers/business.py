@@ -7,7 +7,6 @@ the same statement), never with an echo of the input.
 """
 from __future__ import annotations
 
-import re
 import zoneinfo
 from functools import lru_cache
 from typing import Any
