@@ -12,19 +12,7 @@ from aiohttp import web
 from gateway.config import CorsPolicy, Route
 from gateway.errors import ApiError
 from gateway.settings import Settings
-
-
-def _is_real_origin(origin: str) -> bool:
-    """``scheme://host[:port]`` exactly as browsers send it (no path, user info, query or fragment)."""
-    if not origin.isascii():  # browsers send IDN origins in punycode; anything else is forged
-        return False
-    try:
-        parts = urlsplit(origin)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return False
-    return (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.username is None
-            and parts.password is None and origin == f"{parts.scheme}://{parts.netloc}")
+from policies import origins
 
 
 def app_origins(settings: Settings) -> frozenset[str]:
@@ -37,7 +25,8 @@ def allowed_origin(policy: CorsPolicy, origin: str | None, settings: Settings) -
     if not origin or origin == "null" or policy.allow_origins == "none":
         return None
     if policy.allow_origins == "any":
-        return origin if _is_real_origin(origin) else None
+        # Any well-formed http(s) origin, by the same rules the embed-token allow-lists use.
+        return origin if origins.origin_host(origin) is not None else None
     if policy.allow_origins == "app":
         return origin if origin in app_origins(settings) else None
     return origin if origin in policy.allow_origins else None
