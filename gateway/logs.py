@@ -43,6 +43,21 @@ def processors() -> list[Any]:
     ]
 
 
+class _StdoutLogger:
+    """Writes each JSON line to whatever ``sys.stdout`` is at that moment, so a logger created
+    while stdout was temporarily replaced (a test capturing output) never writes to a closed file."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: bytes) -> None:
+        out = sys.stdout.buffer
+        out.write(message + b"\n")
+        out.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = failure = msg
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -50,7 +65,7 @@ def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=processors(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
     )
     # Libraries that use the stdlib logger (aiohttp, asyncpg) go to stderr at warning and above.

@@ -35,6 +35,17 @@ class Settings:
     session_cache_seconds: float = 30.0
     admin_api_key: str | None = field(default=None, repr=False)
     cron_secret: str | None = field(default=None, repr=False)
+    vapi_api_key: str | None = field(default=None, repr=False)
+    vapi_webhook_secret: str | None = field(default=None, repr=False)
+    vapi_base_url: str = "https://api.vapi.ai"
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_base_url: str | None = None  # None: the SDK's own hosts
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_base_url: str | None = None  # None: api.stripe.com
+    calcom_base_url: str = "https://api.cal.com/v2"
+    smtp_url: str | None = field(default=None, repr=False)  # may carry a password
+    mail_from: str = "AI Receptionist <no-reply@localhost>"
     twilio_account_sid: str | None = None
     twilio_api_key_sid: str | None = None
     twilio_api_key_secret: str | None = field(default=None, repr=False)
@@ -85,6 +96,17 @@ def load_settings(**overrides: object) -> Settings:
         session_cache_seconds=float(env.get("SESSION_CACHE_SECONDS", "30")),
         admin_api_key=_secret("ADMIN_API_KEY"),
         cron_secret=_secret("CRON_SECRET"),
+        vapi_api_key=_secret("VAPI_API_KEY"),
+        vapi_webhook_secret=_secret("VAPI_WEBHOOK_SECRET"),
+        vapi_base_url=(env.get("VAPI_BASE_URL") or "https://api.vapi.ai").rstrip("/"),
+        twilio_auth_token=_secret("TWILIO_AUTH_TOKEN"),
+        twilio_base_url=(env.get("TWILIO_BASE_URL") or "").rstrip("/") or None,
+        stripe_secret_key=_secret("STRIPE_SECRET_KEY"),
+        stripe_webhook_secret=_secret("STRIPE_WEBHOOK_SECRET"),
+        stripe_base_url=(env.get("STRIPE_BASE_URL") or "").rstrip("/") or None,
+        calcom_base_url=(env.get("CALCOM_BASE_URL") or "https://api.cal.com/v2").rstrip("/"),
+        smtp_url=_secret("SMTP_URL"),
+        mail_from=env.get("MAIL_FROM") or "AI Receptionist <no-reply@localhost>",
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
         twilio_api_key_sid=env.get("TWILIO_API_KEY_SID") or None,
         twilio_api_key_secret=_secret("TWILIO_API_KEY_SECRET"),

@@ -160,6 +160,21 @@ async def embed_token(ctx: Ctx) -> Principal:
     return Principal(kind="embed_token", organization_id=row["organization_id"], embed_token_id=row["id"])
 
 
+async def vapi_secret(ctx: Ctx) -> Principal:
+    """VAPI server messages carry our secret as ``X-Vapi-Secret`` (the legacy inline secret, and
+    what we set in ``server.headers``) or as ``Authorization: Bearer`` (a Bearer credential)."""
+    expected = ctx.settings.vapi_webhook_secret
+    if not expected:
+        raise ApiError(401, "VAPI webhooks are disabled on this server (VAPI_WEBHOOK_SECRET is not set)", "unauthorized")
+    presented = ctx.request.headers.get("X-Vapi-Secret")
+    if presented is None:
+        scheme, _, value = ctx.request.headers.get("Authorization", "").partition(" ")
+        presented = value.strip() if scheme.lower() == "bearer" else None
+    if not security.same(presented, expected):
+        raise ApiError(401, "A valid X-Vapi-Secret header is required", "unauthorized")
+    return Principal(kind="provider")
+
+
 async def none(ctx: Ctx) -> Principal:
     return ANONYMOUS
 
@@ -170,5 +185,6 @@ METHODS: dict[str, Callable[[Ctx], Awaitable[Principal]]] = {
     "admin": admin,
     "cron": cron,
     "embed_token": embed_token,
+    "vapi_secret": vapi_secret,
     "none": none,
 }

@@ -28,6 +28,7 @@ from gateway.settings import Settings, load_settings
 ADMIN_KEY = "test-admin-key-" + "a" * 24
 CRON_SECRET = "test-cron-secret-" + "b" * 24
 PUBLIC_BASE_URL = "http://gateway.test"
+VAPI_SECRET = "test-vapi-webhook-secret-" + "c" * 20
 APP_ORIGIN = "http://app.test"
 TWILIO = dict(
     twilio_account_sid="AC" + "1" * 32,
@@ -76,6 +77,7 @@ def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
         rate_limit_multiplier=1.0,
         trust_forwarded_for=False,
         session_cache_seconds=30.0,
+        vapi_webhook_secret=VAPI_SECRET,
         endpoints_file=Path(__file__).resolve().parent.parent / "endpoints.yaml",
         plans_file=Path(__file__).resolve().parent.parent / "plans.yaml",
         **TWILIO,
