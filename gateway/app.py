@@ -40,6 +40,7 @@ class Services:
     rate_leases: ratelimit.Leases = field(default_factory=ratelimit.Leases)
     sandboxed: dict[str, str] = field(default_factory=dict)  # service -> why (credentials unset)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    sandbox: Any = None  # providers.sandbox.Sandbox in sandbox mode
 
     def reload_config(self) -> list[str]:
         """Re-read both files and swap atomically; on any problem keep the old config (raises ConfigError)."""
@@ -79,6 +80,20 @@ def _on_sighup(services: Services) -> None:
         log.error("config.reload_failed", problems=[str(p) for p in exc.problems])
 
 
+async def _sandbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sandbox mode: fakes for the services without credentials, started before anything uses them."""
+    services: Services = app[SERVICES]
+    if not services.settings.sandbox:
+        yield
+        return
+    from providers.sandbox import start_fakes  # only sandbox mode imports the fakes
+
+    services.settings, services.sandbox, reasons = await start_fakes(services.settings)
+    services.sandboxed.update(reasons)
+    yield
+    await services.sandbox.close()
+
+
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services: Services = app[SERVICES]
     settings = services.settings
@@ -94,6 +109,11 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services.embed_token_cache = TokenCache(settings.session_cache_seconds, trusted)
     services.listener.start()
     services.background.append(asyncio.create_task(_purge_loop(services), name="housekeeping"))
+    if settings.smtp_url:
+        from providers.mail import OutboxWorker
+
+        worker = OutboxWorker(services.pool, settings.smtp_url, settings.mail_from)
+        services.background.append(asyncio.create_task(worker.run(), name="outbox-mail"))
     loop = asyncio.get_running_loop()
     try:
         loop.add_signal_handler(signal.SIGHUP, _on_sighup, services)
@@ -114,6 +134,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, config: Config, sandboxed: dict[str, str] | None = None) -> web.Application:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[SERVICES] = Services(settings=settings, config=config, sandboxed=dict(sandboxed or {}))
+    app.cleanup_ctx.append(_sandbox_ctx)
     app.cleanup_ctx.append(_services_ctx)
     # One catch-all: routing is data (config.match), so a reload can change it without restart.
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -87,6 +87,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings, sandboxed = apply_sandbox(settings)
+    settings = dataclasses.replace(settings, sandbox=True,
+                                   internal_base_url=f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}")
     settings, pg = resolve_database(settings)
     try:
         applied = asyncio.run(migrate(settings.database_url))
@@ -133,6 +135,35 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox_call(args: argparse.Namespace) -> int:
+    """Ask the running gateway (sandbox mode) to play a whole inbound call through the VAPI fake:
+    status updates, then an end-of-call report, as signed webhooks to /api/webhooks/vapi."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    settings = load_settings()
+    if not settings.admin_api_key:
+        print("ADMIN_API_KEY must be set (the same value as the running gateway's)", file=sys.stderr)
+        return 2
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    body = {"organizationId": args.org, "seconds": args.seconds, "caller": args.caller}
+    request = urllib.request.Request(
+        f"http://{host}:{settings.port}/api/admin/sandbox/calls", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "x-admin-key": settings.admin_api_key})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            reply = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        print(f"{exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot reach the gateway on {host}:{settings.port} ({exc}); is `make run` running?", file=sys.stderr)
+        return 1
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("delivered") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     outbox = sub.add_parser("outbox", help="print the newest emails waiting in (or sent from) the outbox")
     outbox.add_argument("--limit", type=int, default=5)
     outbox.set_defaults(fn=_outbox)
+    sandbox = sub.add_parser("sandbox", help="drive sandbox mode's fakes on the running gateway")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    call = sandbox_sub.add_parser("call", help="play a whole inbound call for an organization (VAPI fake)")
+    call.add_argument("--org", required=True, help="the organization id")
+    call.add_argument("--seconds", type=int, default=60)
+    call.add_argument("--caller", default="+15555550123")
+    call.set_defaults(fn=_sandbox_call)
     args = parser.parse_args(argv)
     return args.fn(args)
 

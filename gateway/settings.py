@@ -33,6 +33,8 @@ class Settings:
     trust_forwarded_for: bool = False
     log_level: str = "info"
     session_cache_seconds: float = 30.0
+    sandbox: bool = False  # start local fakes for services without credentials (`gateway serve` turns it on)
+    internal_base_url: str | None = None  # how in-process fakes reach this gateway (sandbox webhooks)
     admin_api_key: str | None = field(default=None, repr=False)
     cron_secret: str | None = field(default=None, repr=False)
     vapi_api_key: str | None = field(default=None, repr=False)

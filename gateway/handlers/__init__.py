@@ -12,7 +12,7 @@ Handler = Callable[..., Awaitable[Any]]
 REGISTRY: dict[str, Handler] = {}
 
 # Every module that defines handlers; importing them fills REGISTRY.
-MODULES = ("health", "auth", "nextauth", "embed_tokens", "widget", "business", "admin", "cron", "webhooks")
+MODULES = ("health", "auth", "nextauth", "embed_tokens", "widget", "business", "admin", "cron", "webhooks", "sandbox")
 
 
 def handler(fn: Handler) -> Handler:
