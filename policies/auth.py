@@ -16,6 +16,7 @@ from gateway.errors import ApiError
 from gateway.store import embed_tokens as embed_store
 from gateway.store import sessions as session_store
 from policies import origins
+from providers.vapi import verify_server_message
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,7 @@ async def vapi_secret(ctx: Ctx) -> Principal:
     expected = ctx.settings.vapi_webhook_secret
     if not expected:
         raise ApiError(401, "VAPI webhooks are disabled on this server (VAPI_WEBHOOK_SECRET is not set)", "unauthorized")
-    presented = ctx.request.headers.get("X-Vapi-Secret")
-    if presented is None:
-        scheme, _, value = ctx.request.headers.get("Authorization", "").partition(" ")
-        presented = value.strip() if scheme.lower() == "bearer" else None
-    if not security.same(presented, expected):
+    if not verify_server_message(ctx.request.headers, expected):
         raise ApiError(401, "A valid X-Vapi-Secret header is required", "unauthorized")
     return Principal(kind="provider")
 

@@ -73,13 +73,14 @@ def verify_server_message(headers: Mapping[str, str], secret: str) -> bool:
     if not secret:
         return False
     lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    expected = secret.encode()
+    expected = secret.encode("utf-8", "surrogateescape")
     candidates = [lowered.get(SECRET_HEADER.lower(), "")]
     auth = lowered.get("authorization", "")
     candidates.append(auth[7:] if auth[:7].lower() == "bearer " else "")
     ok = False
     for candidate in candidates:  # compare both, always, so timing does not say which one was present
-        ok |= hmac.compare_digest(candidate.encode(), expected)
+        # surrogateescape: header bytes that were not UTF-8 compare (unequal) instead of raising
+        ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), expected)
     return ok
 
 

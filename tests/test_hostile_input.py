@@ -92,3 +92,15 @@ async def test_an_unparseable_request_line_never_logs_its_query(client: Any, db:
     assert all(secret not in r.getMessage() and not r.exc_info for r in caplog.records if r.name == "aiohttp.server")
     out, err = capfd.readouterr()
     assert secret not in out and secret not in err
+
+
+async def test_non_utf8_vapi_secret_is_refused_not_crashed(client: Any, db: Any) -> None:
+    body = b'{"message":{"type":"status-update","status":"ringing","call":{"id":"c"}}}'
+    head = (b"POST /api/webhooks/vapi HTTP/1.1\r\nContent-Type: application/json\r\nX-Vapi-Secret: \xff\xfe\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n")
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head + b"Host: gateway.test\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    assert data.split()[1] == b"401"
