@@ -108,6 +108,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services.session_cache = TokenCache(settings.session_cache_seconds, trusted)
     services.embed_token_cache = TokenCache(settings.session_cache_seconds, trusted)
     services.listener.start()
+    # Logged here, not by the CLI: sandbox mode has replaced some settings by now.
+    log.info("gateway.start", settings=settings.describe(), sandboxed=sorted(services.sandboxed))
     services.background.append(asyncio.create_task(_purge_loop(services), name="housekeeping"))
     if settings.smtp_url:
         from providers.mail import OutboxWorker

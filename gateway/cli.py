@@ -94,8 +94,10 @@ def _serve(args: argparse.Namespace) -> int:
         applied = asyncio.run(migrate(settings.database_url))
         log.info("migrations", applied=applied)
         app = create_app(settings, config, sandboxed=sandboxed)
-        log.info("gateway.start", settings=settings.describe(), url=f"http://{settings.host}:{settings.port}")
-        web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, handle_signals=True)
+        # Ctrl-C waits at most 10 s for in-flight requests (aiohttp's default is 60 s, and a client
+        # that stalls mid-body would hold the whole shutdown that long).
+        web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, handle_signals=True,
+                    shutdown_timeout=10)
     finally:
         if pg:
             pg.stop()

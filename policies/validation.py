@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from jsonschema import Draft202012Validator
 
@@ -105,6 +105,9 @@ async def _read_at_most(request: web.Request, route: Route) -> bytes:
                 raise _too_large(route)
     except HttpProcessingError:  # e.g. broken chunked encoding
         raise ApiError(400, "Malformed request body", "invalid_request") from None
+    except (OSError, ClientError):
+        # The client went away mid-body (a socket error, not our database: never a 503).
+        raise ApiError(400, "The request body was not received completely", "incomplete_body") from None
 
 
 async def read_body(request: web.Request, route: Route) -> tuple[bytes, Any]:

@@ -9,6 +9,7 @@ whole calls as real webhooks (POST /api/admin/sandbox/calls, `gateway sandbox ca
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -69,6 +70,7 @@ class Sandbox:
     smtp: FakeSmtp | None = None
     servers: list[FakeServer] = field(default_factory=list)
     assistants: dict[str, str] = field(default_factory=dict)  # organization id -> fake assistant id
+    assistant_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one assistant per organization
 
     async def close(self) -> None:
         for fake in (self.vapi, self.twilio, self.stripe):
@@ -107,7 +109,8 @@ async def start_fakes(settings: Settings) -> tuple[Settings, Sandbox, dict[str, 
                        stripe_base_url=await _serve(sandbox, sandbox.stripe.app))
         reasons["stripe"] = "STRIPE_SECRET_KEY is not set"
     if not settings.smtp_url:
-        sandbox.smtp = await FakeSmtp().start()
+        # With a password, so that nothing else on the machine can drop look-alike mail in the mailbox.
+        sandbox.smtp = await FakeSmtp(username="gateway", password=secrets.token_urlsafe(16)).start()
         changes.update(smtp_url=sandbox.smtp.url)
         reasons["mail"] = "SMTP_URL is not set"
     for service, why in reasons.items():

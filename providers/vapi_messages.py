@@ -196,7 +196,8 @@ def parse_server_message(body: bytes | str | Mapping[str, Any]) -> ServerMessage
     if kind == "tool-calls":
         items = message.get("toolCallList")
         if not isinstance(items, list):  # fall back to the richer list, which nests each call
-            items = [t.get("toolCall") for t in message.get("toolWithToolCallList") or [] if isinstance(t, dict)]
+            nested = message.get("toolWithToolCallList")
+            items = [t.get("toolCall") for t in nested if isinstance(t, dict)] if isinstance(nested, list) else []
         return ToolCalls(call_id=call_id, tool_calls=tuple(_tool_call(i) for i in items))
     return OtherMessage(type=kind, call_id=call_id, message=message)
 

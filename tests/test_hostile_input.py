@@ -104,3 +104,25 @@ async def test_non_utf8_vapi_secret_is_refused_not_crashed(client: Any, db: Any)
     data = await reader.read()
     writer.close()
     assert data.split()[1] == b"401"
+
+
+async def test_a_client_that_leaves_mid_body_is_not_a_database_outage(config: Any) -> None:
+    """aiohttp reports a client that hung up mid-body as an OSError (ConnectionResetError), the
+    same family as "database unreachable": the body reader must turn it into a 400 first."""
+    from types import SimpleNamespace
+
+    from gateway.errors import ApiError
+    from policies.validation import read_body
+
+    class HungUp:
+        async def read(self, n: int) -> bytes:
+            raise ConnectionResetError("Connection lost")
+
+    request = SimpleNamespace(content_length=1000, content=HungUp(), headers={"Content-Type": "application/json"},
+                              content_type="application/json")
+    try:
+        await read_body(request, config.route("auth.register"))  # type: ignore[arg-type]
+    except ApiError as err:
+        assert (err.status, err.code) == (400, "incomplete_body")
+    else:
+        raise AssertionError("expected a 400")

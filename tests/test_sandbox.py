@@ -38,7 +38,19 @@ async def test_readyz_lists_the_sandboxed_services(sandbox_client: Any) -> None:
     body = await (await sandbox_client.get("/readyz")).json()
     assert {"vapi", "twilio", "stripe", "mail"} <= set(body["sandboxed"])
     settings = sandbox_client.server.app[SERVICES].settings
-    assert settings.vapi_base_url.startswith("http://127.0.0.1:") and settings.smtp_url.startswith("smtp://127.0.0.1:")
+    assert settings.vapi_base_url.startswith("http://127.0.0.1:") and "@127.0.0.1:" in settings.smtp_url
+    # The sandbox mailbox takes mail only from the gateway (it needs the generated password).
+    import smtplib
+
+    port = sandbox_client.server.app[SERVICES].sandbox.smtp.port
+
+    def send_without_auth() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+            smtp.sendmail("x@evil.example", ["victim@example.com"], "Subject: Reset your password\r\n\r\nhttp://evil")
+
+    with pytest.raises(smtplib.SMTPException):
+        await asyncio.to_thread(send_without_auth)
+    assert (await (await sandbox_client.get("/api/admin/sandbox/mail", headers=ADMIN)).json())["messages"] == []
 
 
 async def test_welcome_and_reset_emails_arrive_and_the_reset_link_works(sandbox_client: Any, db: Any) -> None:
@@ -72,6 +84,11 @@ async def test_a_played_call_arrives_as_verified_webhooks(sandbox_client: Any, s
     rows = await db.fetch("SELECT event_type, event_key FROM webhook_events ORDER BY id")
     assert rows[-1]["event_key"] == f"{body['callId']}:end-of-call-report"
     assert {r["event_type"] for r in rows} == {"status-update", "end-of-call-report"}
+    # Parallel first calls for another organization create one assistant.
+    other = await signup()
+    replies = await asyncio.gather(*(sandbox_client.post("/api/admin/sandbox/calls", json={"organizationId": other.org_id},
+                                                         headers=ADMIN) for _ in range(4)))
+    assert len({(await r.json())["assistantId"] for r in replies}) == 1
     # A second call for the same organization reuses its assistant.
     again = await (await sandbox_client.post("/api/admin/sandbox/calls", json={"organizationId": t.org_id},
                                              headers=ADMIN)).json()

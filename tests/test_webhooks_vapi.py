@@ -69,3 +69,37 @@ async def test_bad_payloads(client: Any, db: Any) -> None:
     resp = await client.post(URL, data=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 400
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+async def test_malformed_tool_calls_are_refused_before_anything_is_recorded(client: Any, db: Any) -> None:
+    for tool_calls in (5, [{"id": "t1", "function": "book"}], [{"id": "t1", "function": [1]}], [{"function": {"name": "x"}}],
+                       [{"id": 5, "function": {"name": {"x": 1}}}]):
+        body = {"message": {"type": "tool-calls", "call": {"id": "c9"}, "toolCallList": tool_calls}}
+        resp = await client.post(URL, json=body, headers=AUTH)
+        if tool_calls == 5:  # not a list: the richer toolWithToolCallList is used instead (absent: no calls)
+            assert resp.status == 200 and await resp.json() == {"results": []}
+            continue
+        assert resp.status == 400, (tool_calls, await resp.text())
+        assert_error(await resp.json(), "invalid_request")
+    assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE event_type = 'tool-calls'") == 1
+
+
+async def test_tool_calls_from_the_nested_list_get_results(client: Any, db: Any) -> None:
+    body = {"message": {"type": "tool-calls", "toolWithToolCallList": [
+        {"type": "function", "function": {"name": "check_slots"},
+         "toolCall": {"id": "tc7", "type": "function", "function": {"name": "check_slots", "arguments": {"day": "tue"}}}}]}}
+    resp = await client.post(URL, json=body, headers=AUTH)
+    assert (await resp.json())["results"][0]["toolCallId"] == "tc7"
+
+
+async def test_over_long_ids_are_refused_and_secrets_are_never_stored(client: Any, db: Any) -> None:
+    resp = await client.post(URL, json={"message": {"type": "end-of-call-report", "call": {"id": "a" * 4000}}}, headers=AUTH)
+    assert resp.status == 400
+    resp = await client.post(URL, json={"message": {"type": "status-update", "status": "x" * 5000, "call": {"id": "c"}}},
+                             headers=AUTH)
+    assert resp.status == 400
+    body = report("c10")
+    body["message"]["assistant"] = {"id": "a1", "server": {"url": "http://x", "headers": {"X-Vapi-Secret": VAPI_SECRET}}}
+    assert (await client.post(URL, json=body, headers=AUTH)).status == 200
+    stored = await db.fetchval("SELECT payload::text FROM webhook_events")
+    assert VAPI_SECRET not in stored and "[redacted]" in stored

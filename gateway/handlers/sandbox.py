@@ -20,19 +20,21 @@ def _sandbox(ctx: Ctx, service: str) -> Any:
 
 async def _assistant_for(ctx: Ctx, org: Any, webhook_url: str) -> str:
     """The organization's assistant on the VAPI fake, created on first use, pointed at our webhook."""
-    known = ctx.services.sandbox.assistants.get(str(org["id"]))
-    if known:
-        return known
-    client = VapiClient(ctx.settings.vapi_api_key, base_url=ctx.settings.vapi_base_url)
-    try:
-        assistant = await client.create_assistant(
-            name=f"{org['name']} receptionist", system_prompt=f"You answer the phone for {org['name']}.",
-            first_message=f"Thanks for calling {org['name']}, how can I help?", server_url=webhook_url,
-            server_secret=ctx.settings.vapi_webhook_secret, metadata={"organizationId": str(org["id"])})
-    finally:
-        await client.close()
-    ctx.services.sandbox.assistants[str(org["id"])] = assistant.id
-    return assistant.id
+    sandbox = ctx.services.sandbox
+    async with sandbox.assistant_lock:  # parallel first calls must not create several assistants
+        known = sandbox.assistants.get(str(org["id"]))
+        if known:
+            return known
+        client = VapiClient(ctx.settings.vapi_api_key, base_url=ctx.settings.vapi_base_url)
+        try:
+            assistant = await client.create_assistant(
+                name=f"{org['name']} receptionist", system_prompt=f"You answer the phone for {org['name']}.",
+                first_message=f"Thanks for calling {org['name']}, how can I help?", server_url=webhook_url,
+                server_secret=ctx.settings.vapi_webhook_secret, metadata={"organizationId": str(org["id"])})
+        finally:
+            await client.close()
+        sandbox.assistants[str(org["id"])] = assistant.id
+        return assistant.id
 
 
 @handler
