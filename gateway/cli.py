@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     from providers.sandbox import apply_sandbox
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, flush_after=0.1)  # lines reach stdout within 0.1 s, in batches
     try:
         config = read_config(settings)
     except ConfigError as exc:

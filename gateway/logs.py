@@ -5,6 +5,8 @@ the path without its query string. As a second guard, keys that look secret are 
 """
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import sys
@@ -43,6 +45,27 @@ def processors() -> list[Any]:
     ]
 
 
+# Under load, one write(2) per log line costs more than the line itself: lines are gathered for at
+# most ``_flush_after`` seconds (or 256 lines) and written together. 0 writes every line at once.
+_pending: list[bytes] = []
+_flush_after = 0.0
+_flush_scheduled = False
+
+
+def flush() -> None:
+    global _flush_scheduled
+    _flush_scheduled = False
+    if _pending:
+        lines = b"\n".join(_pending) + b"\n"
+        _pending.clear()
+        out = sys.stdout.buffer
+        out.write(lines)
+        out.flush()
+
+
+atexit.register(flush)
+
+
 class _StdoutLogger:
     """Writes each JSON line to whatever ``sys.stdout`` is at that moment, so a logger created
     while stdout was temporarily replaced (a test capturing output) never writes to a closed file."""
@@ -51,14 +74,25 @@ class _StdoutLogger:
         pass
 
     def msg(self, message: bytes) -> None:
-        out = sys.stdout.buffer
-        out.write(message + b"\n")
-        out.flush()
+        _pending.append(message)
+        if _flush_after <= 0 or len(_pending) >= 256:
+            flush()
+            return
+        global _flush_scheduled
+        if not _flush_scheduled:
+            try:
+                asyncio.get_running_loop().call_later(_flush_after, flush)
+                _flush_scheduled = True
+            except RuntimeError:  # no event loop (CLI, start-up): write now
+                flush()
 
     log = debug = info = warn = warning = error = err = critical = exception = fatal = failure = msg
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", flush_after: float = 0.0) -> None:
+    global _flush_after
+    flush()
+    _flush_after = flush_after
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

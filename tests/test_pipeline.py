@@ -1,6 +1,8 @@
 """The request pipeline every route shares: routing errors, request ids, the error shape, logging."""
 from __future__ import annotations
 
+import asyncio
+
 import io
 import logging
 import re
@@ -286,3 +288,17 @@ async def test_aiohttp_http_exceptions_keep_their_meaning(make_client: Any, sett
     assert resp.status == 410
     body = await resp.json()
     assert body["error"] == "Gone" and body["code"]
+
+
+async def test_buffered_log_lines_reach_stdout_within_the_flush_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    """`gateway serve` gathers log lines for up to 0.1 s (one write per batch, not per line)."""
+    logs.configure_logging("info", flush_after=0.05)
+    try:
+        structlog.get_logger("test.buffered").info("batched_line", n=1)
+        structlog.get_logger("test.buffered").info("batched_line", n=2)
+        assert "batched_line" not in capsys.readouterr().out  # still gathered
+        await asyncio.sleep(0.15)
+        out = capsys.readouterr().out
+        assert [orjson.loads(line)["n"] for line in out.splitlines() if "batched_line" in line] == [1, 2]
+    finally:
+        logs.configure_logging("warning")  # back to the suite's unbuffered set-up
