@@ -75,6 +75,9 @@ class Route:
     pattern: re.Pattern[str] | None  # None for a path without {params}
     line: int = 0
     empty_query_ok: bool = True  # decided once here, so a request without a query skips validation
+    # Small bodies already found valid for this route (validation is a pure function of schema and
+    # bytes; a widget's visitors all send the same body). Lives and dies with this config.
+    valid_bodies: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def takes_body(self) -> bool:

@@ -7,6 +7,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from gateway.pipeline import SERVICES
 from tests.conftest import assert_error
 from tests.test_pipeline import config_with_routes
 
@@ -308,3 +309,16 @@ async def test_trailing_newline_is_refused_by_a_route_pattern(client: Any, signu
     assert body["code"] == "invalid_request"
     assert body["details"][0]["path"].startswith("businessAddress")  # inside a oneOf: the branch is reported
     assert await db.fetchval("SELECT business_address FROM organizations") is None
+
+
+async def test_a_remembered_valid_body_never_lets_an_invalid_one_through(client: Any, signup: Any, config: Any) -> None:
+    """Valid small bodies are remembered per route; invalid ones are never remembered."""
+    t = await signup()
+    good = {"businessHours": {"monday": [{"open": "09:00", "close": "17:00"}]}, "timezone": "Europe/Paris"}
+    for _ in range(2):
+        assert (await client.put("/api/business-hours", json=good, headers=t.auth)).status == 200
+    bad = {"businessHours": {"monday": [{"open": "9am", "close": "17:00"}]}}
+    for _ in range(2):
+        assert (await client.put("/api/business-hours", json=bad, headers=t.auth)).status == 400
+    route = client.server.app[SERVICES].config.route("business.hours.put")
+    assert len(route.valid_bodies) == 1
