@@ -151,15 +151,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.rel_url.raw_query_string or not route.empty_query_ok:
         ctx.query = validation.parse_query(request, route.query_validator)
         validation.validate(route.query_validator, ctx.query, "query")
-    if route.body_validator is not None:
-        # The same bytes under the same content type always parse to the same body.
-        seen = request.content_type.encode() + b"\0" + ctx.raw_body
-        if seen not in route.valid_bodies:
-            validation.validate(route.body_validator, ctx.body, "body")
-            if len(ctx.raw_body) <= 1024:
-                if len(route.valid_bodies) >= 4096:
-                    route.valid_bodies.clear()
-                route.valid_bodies[seen] = True
+    validation.validate_body(route, request.content_type, ctx.raw_body, ctx.body)
     result = await route.handler(ctx)
     if isinstance(result, web.StreamResponse):
         return result

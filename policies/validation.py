@@ -206,3 +206,19 @@ def validate(validator: Draft202012Validator | None, data: Any, where: str) -> N
         first = details[0]
         summary = f"{where} {first['path'] or '(root)'} {first['message']}" if first["path"] else f"{where} {first['message']}"
         raise ApiError(400, f"Invalid {summary}", "invalid_request", details=details)
+
+
+def validate_body(route: Route, content_type: str, raw: bytes, body: Any) -> None:
+    """The route's body schema, skipped for small bodies this route already found valid: the same
+    bytes under the same content type always parse to the same body (a widget's visitors all send
+    one body), and invalid bodies are never remembered."""
+    if route.body_validator is None:
+        return
+    seen = content_type.encode() + b"\0" + raw
+    if seen in route.valid_bodies:
+        return
+    validate(route.body_validator, body, "body")
+    if len(raw) <= 1024:
+        if len(route.valid_bodies) >= 4096:
+            route.valid_bodies.clear()
+        route.valid_bodies[seen] = True
