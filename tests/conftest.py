@@ -22,7 +22,7 @@ from gateway import security
 from gateway.app import create_app, read_config
 from gateway.db import migrate
 from gateway.logs import configure_logging
-from gateway.pipeline import ROUTE_NAME
+from gateway.pipeline import ROUTE_NAME, SERVICES
 from gateway.settings import Settings, load_settings
 
 ADMIN_KEY = "test-admin-key-" + "a" * 24
@@ -182,6 +182,17 @@ def signup(client: Any, db: asyncpg.Connection) -> Any:
         return Tenant(created["organizationId"], created["userId"], email, password, token)
 
     return make
+
+
+async def listening(client: Any) -> Any:
+    """The app's services once its LISTEN connection is up: the session and token caches are only
+    used then, so cache and invalidation tests must wait for it to really exercise a cached entry."""
+    services = client.server.app[SERVICES]
+    for _ in range(500):
+        if services.listener is not None and services.listener.healthy:
+            return services
+        await asyncio.sleep(0.01)
+    raise AssertionError("the invalidation listener never connected")
 
 
 def assert_error(body: dict[str, Any], code: str) -> None:

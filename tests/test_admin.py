@@ -9,8 +9,7 @@ import pytest
 
 from gateway import db as gdb
 from gateway import security
-from gateway.pipeline import SERVICES
-from tests.conftest import ADMIN_KEY, PUBLIC_BASE_URL, assert_error
+from tests.conftest import ADMIN_KEY, PUBLIC_BASE_URL, assert_error, listening
 
 ADMIN = {"x-admin-key": ADMIN_KEY}
 
@@ -27,17 +26,6 @@ def send(client, method, path, body=None, headers=None):
     if body is not None:
         return client.request(method, path, json=body, headers=headers)
     return client.request(method, path, headers=headers, skip_auto_headers=["Content-Type"])
-
-
-async def wait_for_cache(client):
-    """The session cache is only used once the LISTEN connection is up; wait for it, so the
-    invalidation tests really exercise a cached session."""
-    services = client.server.app[SERVICES]
-    for _ in range(200):
-        if services.listener and services.listener.healthy:
-            return services
-        await asyncio.sleep(0.02)
-    raise AssertionError("listener never became healthy")
 
 
 @pytest.fixture
@@ -213,7 +201,7 @@ async def test_patch_unknown_organization_is_404(client, db, org_id):
 
 async def test_plan_change_reaches_a_cached_session_at_once(client, db, signup):
     t = await signup(plan="STARTER")
-    services = await wait_for_cache(client)
+    services = await listening(client)
     resp = await client.get("/api/embed-token", headers=t.auth)
     assert resp.status == 403
     assert_error(await resp.json(), "plan_upgrade_required")
@@ -228,7 +216,7 @@ async def test_plan_change_reaches_a_cached_session_at_once(client, db, signup):
 
 async def test_suspended_organization_is_refused_at_once(client, db, signup):
     t, other = await signup(), await signup()
-    await wait_for_cache(client)
+    await listening(client)
     assert (await client.get("/api/business-info", headers=t.auth)).status == 200
     await admin_json(await client.patch(f"/api/admin/organizations/{t.org_id}", json={"status": "SUSPENDED"}, headers=ADMIN))
     resp = await client.get("/api/business-info", headers=t.auth)

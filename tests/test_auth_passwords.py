@@ -13,8 +13,7 @@ import pytest
 
 from gateway import security
 from gateway.handlers import auth as auth_handlers
-from gateway.pipeline import SERVICES
-from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error
+from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error, listening
 
 COOKIE = "next-auth.session-token"
 LOGIN = "/api/auth/callback/credentials"
@@ -53,15 +52,6 @@ async def signed_in(client, token: str) -> bool:
     answers = [await (await client.get("/api/auth/session", headers=auth(token))).json() for _ in range(2)]
     assert answers[0] == answers[1]
     return answers[0] != {}
-
-
-async def listening(client):
-    services = client.server.app[SERVICES]
-    for _ in range(500):
-        if services.listener is not None and services.listener.healthy:
-            return services
-        await asyncio.sleep(0.01)
-    raise AssertionError("the invalidation listener never connected")
 
 
 async def forgot(client, email: str, headers: dict | None = None):

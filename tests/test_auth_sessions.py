@@ -12,8 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from gateway import security
-from gateway.pipeline import SERVICES
-from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error
+from tests.conftest import PASSWORD, PUBLIC_BASE_URL, assert_error, listening
 
 COOKIE = "next-auth.session-token"
 CSRF_COOKIE = "next-auth.csrf-token"
@@ -54,16 +53,6 @@ async def form_login(client, email, password, csrf_token, csrf_cookie, cookie_na
     body = urlencode({"email": email, "password": password, "csrfToken": csrf_token, **fields})
     return await client.post(LOGIN, data=body, headers={**FORM, "Cookie": f"{cookie_name}={csrf_cookie}"},
                              allow_redirects=False)
-
-
-async def listening(client):
-    """The app's services once its LISTEN connection is up (the session cache is used only then)."""
-    services = client.server.app[SERVICES]
-    for _ in range(500):
-        if services.listener is not None and services.listener.healthy:
-            return services
-        await asyncio.sleep(0.01)
-    raise AssertionError("the invalidation listener never connected")
 
 
 # ---- csrf ----------------------------------------------------------------------------------------

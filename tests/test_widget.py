@@ -11,7 +11,7 @@ import pytest
 from providers import twilio_tokens
 from gateway import security
 from gateway.pipeline import SERVICES
-from tests.conftest import ADMIN_KEY, TWILIO, assert_error
+from tests.conftest import ADMIN_KEY, TWILIO, assert_error, listening
 
 URL = "/api/widget/token"
 SITE = "https://www.acme-dental.com"
@@ -310,11 +310,7 @@ async def test_revocation_is_immediate_even_when_the_token_is_cached(make_client
     made through one is refused by both at once (the other learns it through LISTEN/NOTIFY)."""
     one, two = await make_client(), await make_client()
     for app_client in (one, two):
-        services = app_client.server.app[SERVICES]
-        for _ in range(100):  # the cache is used only once the listener is connected
-            if services.listener.healthy:
-                break
-            await asyncio.sleep(0.05)
+        await listening(app_client)
     t = await pro_org(signup, db)
     made = await new_token(one, t)
     assert (await exchange(one, made["token"])).status == 200
